@@ -1,0 +1,212 @@
+"""The `scaling` command line.
+
+    scaling check   RECIPE [--set k=v ...] [--sizes 0.6B,8b]    validate a recipe
+    scaling plan    RECIPE [--set ...] [--sizes ...] [--profile P] [--json OUT] [--explain SIZE]
+    scaling launch  RECIPE [--set ...] [--sizes ...] [--executor slurm|local|debug] [--dry-run] [--wait]
+    scaling status  STUDY [--watch]
+    scaling resume  STUDY [--wait]
+    scaling cancel  STUDY
+    scaling report  STUDY [STUDY ...] [--predict 70b] [-o DIR]
+    scaling recipe derive --family NAME --model ID_OR_PATH [--model ...] [-o FILE]
+    scaling prefetch RECIPE
+
+Every stage is imported lazily inside its command, so `scaling --help` and `scaling plan`
+never import torch, transformers, trl, vllm or matplotlib. A ``ScalingError`` becomes one line
+on stderr and exit status 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import ScalingError
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="study recipe YAML, e.g. recipes/qwen3-ladder.yaml")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="omegaconf dotlist override, repeatable, applied last (e.g. sizes.8b.train.learning_rate=5e-7)",
+    )
+    p.add_argument("--sizes", default=None, help="comma-separated subset of sizes: keys (0_6b) or labels (0.6B)")
+    p.add_argument("--profile", default=None, help="cluster profile name or YAML path (default: the recipe's)")
+
+
+def _sizes(args: argparse.Namespace) -> list[str] | None:
+    return [s.strip() for s in args.sizes.split(",") if s.strip()] if args.sizes else None
+
+
+def _load_plan(args: argparse.Namespace):
+    from .plan import make_plan
+    from .recipe import load_study
+
+    study = load_study(args.recipe, overrides=args.overrides, sizes=_sizes(args), profile=args.profile)
+    return study, make_plan(study)
+
+
+# ------------------------------------------------------------------------------ check
+def _cmd_check(args: argparse.Namespace) -> int:
+    study, plan = _load_plan(args)
+    print(f"ok: {args.recipe}: study {plan.study!r}, {len(plan.runs)} runs, {len(plan.jobs)} jobs")
+    return 0
+
+
+# ------------------------------------------------------------------------------- plan
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import plan_to_json, print_plan
+
+    study, plan = _load_plan(args)
+    print_plan(plan, explain=args.explain)
+    if args.json:
+        from .studydir import atomic_write_text
+
+        atomic_write_text(args.json, plan_to_json(plan))
+        print(f"plan written to {args.json}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- launch
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from .launch import launch
+
+    study, plan = _load_plan(args)
+    return launch(
+        study,
+        plan,
+        executor=args.executor,
+        runs_dir=args.runs_dir,
+        dry_run=args.dry_run,
+        wait=args.wait,
+    )
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .launch import status
+
+    return status(args.study, runs_dir=args.runs_dir, watch=args.watch)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from .launch import resume
+
+    return resume(args.study, runs_dir=args.runs_dir, executor=args.executor, dry_run=args.dry_run, wait=args.wait)
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from .launch import cancel
+
+    return cancel(args.study, runs_dir=args.runs_dir)
+
+
+# ----------------------------------------------------------------------------- report
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import report_command
+
+    return report_command(args.studies, runs_dir=args.runs_dir, out=args.out, predict=args.predict,
+                          params=args.params)
+
+
+# ----------------------------------------------------------------------------- derive
+def _cmd_derive(args: argparse.Namespace) -> int:
+    from .derive import derive_command
+
+    return derive_command(family=args.family, models=args.model, profile=args.profile, out=args.out)
+
+
+# --------------------------------------------------------------------------- prefetch
+def _cmd_prefetch(args: argparse.Namespace) -> int:
+    from .prefetch import prefetch
+
+    study, plan = _load_plan(args)
+    return prefetch(plan, cache_dir=args.cache_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scaling",
+        description="Efficient-reasoning scaling studies: recipe -> plan -> jobs -> records -> fits -> report.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate a recipe and its plan")
+    _add_recipe_args(p)
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("plan", help="expand a recipe into jobs with resources and GPU-hours")
+    _add_recipe_args(p)
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the plan as JSON")
+    p.add_argument("--explain", default=None, metavar="SIZE", help="print every resolved value of a size with its source")
+    p.set_defaults(func=_cmd_plan)
+
+    runs_help = "directory holding study directories (default: runs)"
+    p = sub.add_parser("launch", help="submit a study (Slurm when available, else local)")
+    _add_recipe_args(p)
+    p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"], default="auto")
+    p.add_argument("--runs-dir", default="runs", help=runs_help)
+    p.add_argument("--dry-run", action="store_true", help="print what would be submitted; submit nothing")
+    p.add_argument("--wait", action="store_true", help="block until every job ends, with progress")
+    p.set_defaults(func=_cmd_launch)
+
+    p = sub.add_parser("status", help="table of a study's jobs")
+    p.add_argument("study", help="study name or directory")
+    p.add_argument("--runs-dir", default="runs", help=runs_help)
+    p.add_argument("--watch", action="store_true", help="refresh until every job ends")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("resume", help="resubmit what failed or never ran; never rerun finished jobs")
+    p.add_argument("study", help="study name or directory")
+    p.add_argument("--runs-dir", default="runs", help=runs_help)
+    p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"], default="auto")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--wait", action="store_true")
+    p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("cancel", help="cancel a study's live jobs")
+    p.add_argument("study", help="study name or directory")
+    p.add_argument("--runs-dir", default="runs", help=runs_help)
+    p.set_defaults(func=_cmd_cancel)
+
+    p = sub.add_parser("report", help="aggregate records, fit trends, write report.md and report.html")
+    p.add_argument("studies", nargs="+", help="one study, or several to compare on the same axes")
+    p.add_argument("--runs-dir", default="runs", help=runs_help)
+    p.add_argument("-o", "--out", default=None, help="output directory (default: <study>/report)")
+    p.add_argument("--predict", action="append", default=[], metavar="SIZE", help="predict a size not in the study, e.g. 70b")
+    p.add_argument("--params", choices=["active", "total"], default="active", help="MoE parameter convention for fits")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("recipe", help="recipe tools")
+    rsub = p.add_subparsers(dest="recipe_command", required=True, metavar="TOOL")
+    d = rsub.add_parser("derive", help="derive a family recipe from config.json files")
+    d.add_argument("--family", required=True, help="family name (recipe key), e.g. llama3")
+    d.add_argument("--model", action="append", required=True, help="hub id or local path with config.json; repeatable")
+    d.add_argument("--profile", default=None, help="cluster profile for the resource rules")
+    d.add_argument("-o", "--out", default=None, help="output directory (default: recipes/families/<family>)")
+    d.set_defaults(func=_cmd_derive)
+
+    p = sub.add_parser("prefetch", help="download a study's models and benchmarks into the cache (login node)")
+    _add_recipe_args(p)
+    p.add_argument("--cache-dir", default=None, help="HF cache directory (default: HF_HOME)")
+    p.set_defaults(func=_cmd_prefetch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ScalingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
