@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run). Tiers, in order:
+#   unit         pure logic (default pytest selection)
+#   integration  tiny models on CPU, local executor, headless Chromium report
+#   slurm        the real single-node Slurm cluster (slurm/ci/start_cluster.sh), real sbatch
+#   slow         the tiny ladder CI profile end to end
+# SCALING_TIERS="unit integration" limits the tiers; the cluster is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tiers=${SCALING_TIERS:-"unit integration slurm slow"}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+status=0
+run() {  # pytest exit 5 = "no tests selected in this tier": not a failure
+  echo "== pytest $* =="; local rc=0; python -m pytest "$@" || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then status=$rc; fi
+}
+for tier in $tiers; do
+  case "$tier" in
+    unit) run tests -q ;;
+    integration) run tests -q -m integration ;;
+    slurm)
+      if bash slurm/ci/start_cluster.sh; then
+        trap 'bash slurm/ci/stop_cluster.sh || true' EXIT
+        run tests -q -m slurm --slurm
+        bash slurm/ci/stop_cluster.sh || true
+        trap - EXIT
+      else
+        echo "error: the single-node Slurm cluster did not start (see slurm/ci/start_cluster.sh output)"; status=1
+      fi ;;
+    slow) run tests -q -m slow ;;
+    *) echo "unknown tier $tier"; exit 2 ;;
+  esac
+done
+exit $status
