@@ -115,7 +115,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_derive(args: argparse.Namespace) -> int:
     from .derive import derive_command
 
-    return derive_command(family=args.family, models=args.model, profile=args.profile, out=args.out)
+    return derive_command(family=args.family, models=args.model, profile=args.profile, out=args.out, force=args.force)
 
 
 # --------------------------------------------------------------------------- prefetch
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", action="append", required=True, help="hub id or local path with config.json; repeatable")
     d.add_argument("--profile", default=None, help="cluster profile for the resource rules")
     d.add_argument("-o", "--out", default=None, help="output directory (default: recipes/families/<family>)")
+    d.add_argument("--force", action="store_true", help="replace an existing output directory (default: refuse)")
     d.set_defaults(func=_cmd_derive)
 
     p = sub.add_parser("prefetch", help="download a study's models and benchmarks into the cache (login node)")

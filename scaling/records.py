@@ -129,6 +129,12 @@ class ModelFacts:
     shared_intermediate_size: int = 0  # width of the shared expert MLP (0 = moe_intermediate_size)
     dense_layers: int = 0  # leading dense layers before MoE starts (DeepSeek first_k_dense)
     moe_every: int = 1  # a MoE layer every N layers (Mixtral/Qwen: 1)
+    # multi-head latent attention (DeepSeek-V2); kv_lora_rank == 0 means ordinary (GQA) attention
+    kv_lora_rank: int = 0  # width of the compressed KV latent (what the KV cache stores)
+    q_lora_rank: int = 0  # 0 = full-rank q projection (V2-Lite)
+    qk_rope_head_dim: int = 0  # per-head rotary part of q/k (shared k rope across heads)
+    qk_nope_head_dim: int = 0  # per-head non-rotary part of q/k
+    v_head_dim: int = 0  # per-head value width
     # chat / thinking facts the evaluation needs
     thinking: str = "hybrid"  # hybrid (enable_thinking switch) | always | none
     think_start: str = "<think>"
@@ -159,6 +165,9 @@ class RewardSpec:
     target_length: int | None = None  # L_T (tokens); None = L_R (rule: target_length)
     alpha: float = 0.4  # Kimi / Laser / Laser-D coefficient (Art: 0.4)
     mask: list[MaskRule] = field(default_factory=list)
+    # Laser-D difficulty buckets (group accuracy >= 2/3 "easy", [1/3, 2/3) "medium", < 1/3 "hard"):
+    # bucket -> its own L_T; {} = one target (target_length) for every bucket
+    laser_d_targets: dict[str, int] = field(default_factory=dict)
     # L1 / LCPO
     l1_alpha: float = 0.0003
     l1_delta: float = 0.5
@@ -203,7 +212,9 @@ class TrainSettings:
     mask_truncated_completions: bool = False
     off_policy_staleness: int = 1  # 1 = on-policy; S>1 -> steps_per_generation = S
     max_prompt_length: int = 1024
-    mini_batch_prompts: int = 64  # prompts per optimiser step (Laser default)
+    # prompts per optimiser step; None = rule:mini_batch (prompts_per_step // off_policy_staleness,
+    # i.e. on-policy as in Art; the Laser recipe used 64 of 128)
+    mini_batch_prompts: int | None = None
     per_device_batch: int | None = None  # completions per device per micro-step; None = rule
     lora_rank: int = 64
     lora_alpha: int = 128
@@ -354,6 +365,9 @@ class Plan:
     jobs: list[JobSpec]
     gpu_hours: float
     sources: list[str] = field(default_factory=list)  # recipe files, in include order
+    # why each rule-derived value is what it is ("8b/train:train.finetune" -> one line), and the
+    # planner's estimates ("8b/train:hours" -> "18.3"); shown by `scaling plan --explain`
+    notes: dict[str, str] = field(default_factory=dict)
 
     def run(self, run_id: str) -> RunSpec:
         for r in self.runs:
@@ -427,6 +441,9 @@ class BudgetMetric:
     truncated_frac: float
     tokens_per_accuracy: float = float("nan")
     accuracy_per_1k_tokens: float = float("nan")
+    tokens_mean_lo: float = float("nan")  # bootstrap interval over problems (metrics.py)
+    tokens_mean_hi: float = float("nan")
+    n_rows: int = 0  # (problem, sample) rows behind this metric
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -445,6 +462,10 @@ class SizePoint:
     lo: float
     hi: float
     n_problems: int
+    label: str = ""  # display label of the size ("30B-A3B")
+    # paired bootstrap replicates of ``value`` (numpy array, resampling problems; the same
+    # resamples for every size of a benchmark) or None; fit.py refits on them
+    boot: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -462,6 +483,49 @@ class TrendFit:
     budget_tokens: int = 0
     criterion: str = ""  # why this form was chosen (AICc values)
     boot: list[dict[str, float]] = field(default_factory=list, repr=False)  # bootstrap coefs
+    params_convention: str = "active"  # x = log10(params_<convention>)
+    level: float = 0.95  # coverage of coef_lo/coef_hi and predict() intervals
+    resid_sd: float = float("nan")  # sd of the residuals around the fit (metric units)
+    point_sd: float = float("nan")  # median sampling sd of the points (metric units)
+    loso_errors: dict[str, float] = field(default_factory=dict)  # size -> held-out error
+    x_ref: float = 0.0  # log10(params) the coefficients are centred on (fit.py)
+
+    def predict(self, params: float, *, interval: str = "observation") -> tuple[float, float, float]:
+        """(value, lo, hi) of the trend at ``params`` parameters. ``interval="observation"``
+        (default) bounds a new size's measured value (trend uncertainty from the bootstrap,
+        combined with residual scatter); ``"trend"`` bounds the trend line only. See fit.predict."""
+        from .fit import predict
+
+        return predict(self, params, interval=interval)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseSplit:
+    """Two training phases of one size (signals.py -> report.py): length adaptation, then
+    reasoning refinement. ``transition_step`` is -1 when the rule finds no plateau."""
+
+    size: str
+    run_id: str
+    transition_step: int
+    reason: str  # how the rule decided (one line)
+    steps: int  # logged steps
+    tokens_start: float  # smoothed length at the first logged step
+    tokens_plateau: float  # the plateau level the rule used
+    truncated_frac_adaptation: float = float("nan")  # mean truncation in phase 1
+    truncated_frac_refinement: float = float("nan")  # mean truncation in phase 2
+    reward_change_refinement: float = float("nan")  # reward at the end minus at the transition
+    accuracy_change_refinement: float = float("nan")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alert:
+    """A warning the report must show (signals.py -> report.py)."""
+
+    kind: str  # length_collapse | short_is_correct | few_samples | no_plateau | missing
+    message: str  # one line, with the numbers that triggered it
+    size: str = ""
+    benchmark: str = ""
+    checkpoint: str = ""
 
 
 # ------------------------------------------------------------------- bulk <-> Parquet

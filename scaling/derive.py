@@ -1,0 +1,426 @@
+"""Derive a family recipe for a new model family from its ``config.json`` files.
+
+What it does
+    ``scaling recipe derive --family NAME --model ID_OR_PATH [--model ...] [--profile P] [-o DIR] [--force]``
+    reads each model's ``config.json`` (a directory, the local Hugging Face cache, or the hub),
+    recognises the architecture (``facts.facts_from_config``: dense or MoE, GQA or MLA, tied
+    embeddings, shared experts, leading dense layers), reads the chat-template facts
+    (``tokenizer_config.json``: a thinking block or not) and the recommended sampling
+    (``generation_config.json``), and writes a family directory in the format of
+    ``recipes/families/qwen3/``: ``family.yaml`` (facts every size shares) and one
+    ``<size>.yaml`` per model (``include: family.yaml`` + what differs).
+
+Where the per-size settings come from
+    The size files hold the *facts* the rules read. The per-size settings (learning rate,
+    rollout limit, group size, LoRA or full fine-tuning, ZeRO stage, GPUs, nodes, tensor
+    parallel size, time limits) are computed by ``scaling.rules.derive_size_settings`` -- the
+    same function the planner calls at plan time. derive prints them for the chosen profile
+    and records them in each size file as comments, so a reader sees what the guidelines imply;
+    the planner recomputes them, so planning on another cluster profile stays right. To pin a
+    value, uncomment it (it then overrides the rule, with the file as its provenance).
+
+Size keys and labels
+    From the model name when it states a size (``Qwen3-30B-A3B`` -> key ``30b_a3b``, label
+    ``30B-A3B``; ``Qwen3-4B-Instruct-2507`` -> ``4b_instruct_2507``): the name is what users
+    type and what the hub calls it. A name without a size token (``DeepSeek-V2-Lite``) gets one
+    from the parameter count (``16B-A2.7B`` -> ``16b_a2_7b``).
+
+Writing
+    The directory is written atomically (a temporary sibling renamed into place). An existing
+    directory is never overwritten unless ``--force`` is given (then it is replaced whole, so
+    no stale size file survives).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError
+from .facts import (
+    count_params,
+    facts_from_config,
+    load_config,
+    load_generation_config,
+    load_tokenizer_config,
+    thinking_facts,
+)
+from .records import ModelFacts
+
+# facts every size of a family usually shares: written once in family.yaml (most common value),
+# overridden in a size file where a model differs. Comments name the config.json key.
+FAMILY_FIELDS = {
+    "model_type": "config.json model_type",
+    "vocab_size": "config.json vocab_size",
+    "head_dim": "config.json head_dim (or hidden_size / num_attention_heads)",
+    "num_kv_heads": "config.json num_key_value_heads",
+    "qk_norm": "RMSNorm on q and k (known for this model_type)",
+    "attention_bias": "config.json attention_bias (q/k/v biases)",
+    "tie_embeddings": "config.json tie_word_embeddings",
+    "max_position": "config.json max_position_embeddings",
+    "thinking": "tokenizer_config.json chat template: hybrid (enable_thinking) | always | none",
+    "think_start": "thinking block opener (added token)",
+    "think_end": "thinking block closer; the answer is graded on the text after it",
+}
+SIZE_FIELDS = {
+    "hidden_size": "config.json hidden_size",
+    "num_layers": "config.json num_hidden_layers",
+    "num_heads": "config.json num_attention_heads",
+    "intermediate_size": "config.json intermediate_size",
+    "num_experts": "config.json num_experts / num_local_experts / n_routed_experts",
+    "experts_per_token": "config.json num_experts_per_tok",
+    "moe_intermediate_size": "config.json moe_intermediate_size (expert MLP width)",
+    "shared_experts": "config.json n_shared_experts / shared expert",
+    "shared_intermediate_size": "config.json shared_expert_intermediate_size",
+    "dense_layers": "config.json first_k_dense_replace / mlp_only_layers (leading dense layers)",
+    "moe_every": "config.json decoder_sparse_step / moe_layer_freq",
+    "kv_lora_rank": "config.json kv_lora_rank (MLA latent width)",
+    "q_lora_rank": "config.json q_lora_rank",
+    "qk_rope_head_dim": "config.json qk_rope_head_dim",
+    "qk_nope_head_dim": "config.json qk_nope_head_dim",
+    "v_head_dim": "config.json v_head_dim",
+}
+PROBE_BENCHMARK = "math500"  # the evaluation layout shown in the comments is for one MATH-500 array task
+SAMPLING_KEYS = ("temperature", "top_p", "top_k")  # generation_config.json -> eval.*
+_DEFAULTS = ModelFacts()
+_SIZE_TOKEN = re.compile(r"^(\d+x)?\d+(\.\d+)?[bm]$", re.IGNORECASE)
+_ACTIVE_TOKEN = re.compile(r"^a\d+(\.\d+)?b$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DerivedSize:
+    """One model of a derived family: its facts and what the recipe files say about it."""
+
+    source: str  # what the user passed to --model
+    facts: ModelFacts
+    sampling: dict[str, Any]  # eval.temperature/top_p/top_k from generation_config.json
+    settings: dict[str, Any]  # rules.derive_size_settings output (for display/comments)
+    budgets: list[int] | None = None  # eval.budgets cut to the model's context (None: the method's fit)
+
+
+# ---------------------------------------------------------------------------- naming
+def model_name(id_or_path: str) -> str:
+    """The model's name: the hub repo name, or the directory name (HF cache snapshots map back
+    to their repo: .../models--owner--name/snapshots/<sha> -> name)."""
+    p = Path(id_or_path)
+    if p.name == "config.json":
+        p = p.parent
+    for part in reversed(p.parts):
+        if part.startswith("models--"):
+            return part.split("--")[-1]
+    return p.name
+
+
+def hub_id(id_or_path: str) -> str:
+    """The hf_id recorded in the facts: the hub id when known, else the path as given."""
+    p = Path(id_or_path)
+    for part in reversed(p.parts):
+        if part.startswith("models--") and part.count("--") >= 2:
+            return "/".join(part.split("--")[1:3])
+    return str(id_or_path)
+
+
+def _fmt_billions(n: int) -> str:
+    b = n / 1e9
+    text = f"{b:.1f}" if b < 10 else f"{b:.0f}"
+    return text.removesuffix(".0")
+
+
+def size_key_and_label(name: str, total: int, active: int, moe: bool) -> tuple[str, str]:
+    """(size key, display label) from the model name's size token, else from the counts."""
+    tokens = [t for t in re.split(r"[-_]", name) if t]
+    start = next((i for i, t in enumerate(tokens) if _SIZE_TOKEN.match(t)), None)
+    if start is not None:
+        parts, in_size = [], True
+        for i, t in enumerate(tokens[start:]):
+            in_size = in_size and (i == 0 or bool(_SIZE_TOKEN.match(t) or _ACTIVE_TOKEN.match(t)))
+            parts.append(t.upper().replace("X", "x") if in_size else t)  # 30b-a3b -> 30B-A3B
+        label = "-".join(parts)
+    else:
+        label = _fmt_billions(total) + "B" + (f"-A{_fmt_billions(active)}B" if moe else "")
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_"), label
+
+
+# --------------------------------------------------------------------------- deriving
+def derive_size(family: str, id_or_path: str) -> tuple[ModelFacts, dict[str, Any]]:
+    """Facts and recommended sampling of one model (no rules applied)."""
+    config = load_config(id_or_path)
+    name = model_name(id_or_path)
+    probe = facts_from_config(config, family=family, size="probe", label=name, hf_id=hub_id(id_or_path),
+                              source=f"{id_or_path}/config.json")
+    count = count_params(probe)
+    key, label = size_key_and_label(name, count.total, count.active, probe.num_experts > 0)
+    think = thinking_facts(load_tokenizer_config(id_or_path))
+    facts = dataclasses.replace(probe, size=key, label=label, **think)
+    gen = load_generation_config(id_or_path) or {}
+    sampling = {k: gen[k] for k in SAMPLING_KEYS if isinstance(gen.get(k), (int, float)) and not isinstance(gen.get(k), bool)}
+    return facts, sampling
+
+
+def _check_family_name(family: str) -> None:
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", family):
+        raise RecipeError(f"family name {family!r} must be lowercase letters, digits and _ (it is a "
+                          "directory and recipe key), e.g. llama3", key="--family")
+
+
+def derive_family(family: str, models: list[str]) -> list[DerivedSize]:
+    """Derive the facts of every model of a family (no rules yet); refuse duplicate size keys."""
+    _check_family_name(family)
+    if not models:
+        raise RecipeError("give at least one --model ID_OR_PATH", key="--model")
+    out: list[DerivedSize] = []
+    seen: dict[str, str] = {}
+    for source in models:
+        facts, sampling = derive_size(family, source)
+        if facts.size in seen:
+            raise RecipeError(f"{source} and {seen[facts.size]} both map to size key {facts.size!r}; "
+                              "derive them into separate families", key="--model")
+        seen[facts.size] = source
+        out.append(DerivedSize(source=source, facts=facts, sampling=sampling, settings={}))
+    return out
+
+
+def rule_settings(family: str, sizes: list[DerivedSize], files: dict[str, str], profile: str | None) -> tuple[list[DerivedSize], str]:
+    """Apply the planner's rules to the derived family exactly as a study would.
+
+    Writes the family to a scratch ``families/<family>/`` beside a one-line study that includes
+    the method (``method/efficient_reasoning.yaml``), lists every size and evaluates on
+    ``PROBE_BENCHMARK`` (the evaluation layout depends on the study's benchmarks), loads it with
+    ``recipe.load_study`` (so the derived files pass the same validation as any recipe), and
+    calls ``rules.derive_size_settings`` with each size's resolved settings: the planner's own
+    code path, no second copy. Returns the sizes with ``settings`` filled and the profile name.
+    """
+    from .recipe import load_study
+    from .rules import derive_size_settings
+    from .studydir import atomic_write_text
+
+    with tempfile.TemporaryDirectory(prefix="scaling-derive-") as scratch:
+        root = Path(scratch)
+        for name, text in files.items():
+            atomic_write_text(root / "families" / family / name, text)
+        study = {"include": ["method/efficient_reasoning.yaml"],
+                 "study": {"name": f"derive-{family}".replace("_", "-"), "family": family,
+                           "sizes": [s.facts.size for s in sizes]},
+                 "eval": {"benchmarks": [PROBE_BENCHMARK]}}
+        import yaml
+
+        recipe = root / "derive.yaml"
+        atomic_write_text(recipe, yaml.safe_dump(study, sort_keys=False))
+        loaded = load_study(recipe, profile=profile)
+        out = []
+        for s in sizes:
+            settings = loaded.settings[s.facts.size]
+            derived = derive_size_settings(settings.model, loaded.profile, settings)
+            fits = [b for b in settings.eval.budgets if b <= settings.model.max_position]
+            budgets = fits if fits != list(settings.eval.budgets) and fits else None
+            out.append(dataclasses.replace(s, facts=settings.model, settings=derived, budgets=budgets))
+        return out, loaded.profile.name
+
+
+# ---------------------------------------------------------------------------- writing
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_scalar(x) for x in v) + "]"
+    s = str(v)
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _line(key: str, value: Any, comment: str = "", indent: int = 2) -> str:
+    text = " " * indent + f"{key}: {_scalar(value)}"
+    return f"{text:<38} # {comment}" if comment else text
+
+
+def _common(values: list[Any]) -> Any:
+    """The most common value (first seen wins ties)."""
+    best, count = values[0], 0
+    for v in values:
+        c = values.count(v)
+        if c > count:
+            best, count = v, c
+    return best
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if dataclasses.is_dataclass(d) and not isinstance(d, type):
+        from .records import to_dict
+
+        d = to_dict(d)
+    if isinstance(d, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in d.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if hasattr(d, "value"):  # enum
+        d = d.value
+    return [(prefix, d)]
+
+
+def render_family(family: str, sizes: list[DerivedSize], profile_name: str, command: str) -> dict[str, str]:
+    """File name -> YAML text of the derived family directory."""
+    fam: dict[str, Any] = {k: _common([getattr(s.facts, k) for s in sizes]) for k in FAMILY_FIELDS}
+    samp_sets = [tuple(sorted(s.sampling.items())) for s in sizes]
+    fam_sampling = dict(_common(samp_sets)) if samp_sets else {}
+    thinking_none = fam["thinking"] == "none"
+    lines = [
+        f"# {family} family facts shared by every size, derived from config.json files by",
+        f"#   {command}",
+        "# A size file includes this file and adds its architecture and what differs.",
+        "# Facts only: the per-size settings come from scaling/rules.py at plan time (docs/new-family.md).",
+        f"#   scaling plan <study>.yaml --explain {sizes[0].facts.size}",
+        "model:",
+        _line("family", family),
+    ]
+    lines += [_line(k, fam[k], FAMILY_FIELDS[k]) for k in FAMILY_FIELDS]
+    lines += _mode_lines(fam["thinking"], fam_sampling)
+    if thinking_none:
+        lines.insert(4, "# No thinking block in the chat template: token budgets apply to the whole response.")
+    files = {"family.yaml": "\n".join(lines) + "\n"}
+    for s in sizes:
+        files[f"{s.facts.size}.yaml"] = _render_size(s, fam, fam_sampling, profile_name)
+    return files
+
+
+def _mode_lines(thinking: str, sampling: dict[str, Any], *, base: tuple[str, dict[str, Any]] | None = None) -> list[str]:
+    """train/eval blocks for the thinking switch and the recommended sampling (only what differs
+    from ``base``, the family's values)."""
+    base_thinking, base_sampling = base if base else ("hybrid", {})
+    out: list[str] = []
+    train, evals = [], []
+    if thinking != base_thinking and (thinking == "none" or base_thinking == "none"):
+        on = thinking != "none"
+        why = "chat template has a thinking block" if on else "no thinking block in the chat template"
+        train.append(_line("enable_thinking", on, why))
+        evals.append(_line("enable_thinking", on, why))
+    for k, v in sampling.items():
+        if base_sampling.get(k) != v:
+            evals.append(_line(k, v, "generation_config.json (the model's recommended sampling)"))
+    if train:
+        out += ["train:"] + train
+    if evals:
+        out += ["eval:"] + evals
+    return out
+
+
+def _render_size(s: DerivedSize, fam: dict[str, Any], fam_sampling: dict[str, Any], profile_name: str) -> str:
+    f = s.facts
+    count = count_params(f)
+    kind = (f"MoE: {f.num_experts} experts, {f.experts_per_token} per token" if f.num_experts else "dense")
+    lines = [
+        f"# {model_name(s.source)} ({kind}; {count.total / 1e9:.2f}B total, {count.active / 1e9:.2f}B active, "
+        f"{count.non_embedding / 1e9:.2f}B non-embedding; thinking: {f.thinking}).",
+        f"# Facts from {s.source} config.json (scaling recipe derive).",
+        "include: family.yaml",
+        "model:",
+        _line("size", f.size),
+        _line("label", f.label),
+        _line("hf_id", f.hf_id),
+    ]
+    lines += [_line(k, getattr(f, k), FAMILY_FIELDS[k]) for k in FAMILY_FIELDS if getattr(f, k) != fam[k]]
+    for k, why in SIZE_FIELDS.items():
+        v = getattr(f, k)
+        if k in ("hidden_size", "num_layers", "num_heads", "intermediate_size") or v != getattr(_DEFAULTS, k):
+            lines.append(_line(k, v, why))
+    lines += _mode_lines(f.thinking, s.sampling, base=(fam["thinking"], fam_sampling))
+    if s.budgets:
+        if "eval:" not in lines:
+            lines.append("eval:")
+        lines.append(_line("budgets", s.budgets, f"the method's budgets that fit the {f.max_position}-token context"))
+    lines += _settings_comment(s.settings, profile_name)
+    return "\n".join(lines) + "\n"
+
+
+def _settings_comment(settings: dict[str, Any], profile_name: str) -> list[str]:
+    """The rules' output as commented YAML: what the planner will derive for this size."""
+    if not settings:
+        return []
+    prov, reasons = settings.get("provenance", {}), settings.get("reasons", {})
+    out = ["", f"# What scaling/rules.py derives for this size from the method defaults on profile {profile_name}.",
+           "# The planner recomputes these at plan time (another profile or study gives other values);",
+           "# to pin one, uncomment it with its section line: it then overrides the rule."]
+    for section in ("train", "curate"):
+        leaves = _flatten(settings.get(section) or {})
+        if leaves:
+            out.append(f"# {section}:")
+            for key, value in leaves:
+                why = reasons.get(f"{section}.{key}", "")
+                rule = prov.get(f"{section}.{key}", "")
+                note = f"{rule}" + (f": {why}" if why and len(why) < 90 else "")
+                out.append(f"#   {key + ': ' + _scalar(value):<34} # {note}")
+    layout = reasons.get("train.finetune") or reasons.get("resources.train")
+    if layout:
+        out.append(f"# train layout: {layout}")
+    res = settings.get("resources") or {}
+    if res:
+        out.append("# resources:")
+        for stage, values in res.items():
+            body = ", ".join(f"{k}: {_scalar(v)}" for k, v in values.items())
+            where = f"  # eval: one {PROBE_BENCHMARK} task at the method's budgets" if stage == "eval" else ""
+            out.append(f"#   {stage}: {{{body}}}{where}")
+    est = settings.get("estimates") or {}
+    if est.get("train_hours") is not None:
+        out.append(f"# estimated training: {est['train_hours']:.1f} h, {est.get('train_gpu_hours', 0):.0f} GPU-hours, "
+                   f"{est.get('train_mem_per_gpu_gb', 0):.1f} GB per GPU")
+    return out
+
+
+def write_family(files: dict[str, str], out: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """Write the family directory atomically: a temporary sibling renamed into place."""
+    from .studydir import atomic_write_text
+
+    target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise RecipeError(f"{target} exists and is not a directory; choose another -o", key="-o")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise RecipeError(f"{target} already exists; pass --force to replace it or -o another directory", key="-o")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for name, text in files.items():
+            atomic_write_text(tmp / name, text)
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.old.{os.getpid()}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def derive_command(family: str, models: list[str], profile: str | None, out: str | None, force: bool = False) -> int:
+    """``scaling recipe derive``: derive, check through the planner's rules, write, summarise."""
+    sizes = derive_family(family, models)
+    target = Path(out) if out else Path("recipes") / "families" / family
+    if target.is_dir() and any(target.iterdir()) and not force:  # fail before any work
+        raise RecipeError(f"{target} already exists; pass --force to replace it or -o another directory", key="-o")
+    command = " ".join(["scaling recipe derive", f"--family {family}"] + [f"--model {m}" for m in models]
+                       + ([f"--profile {profile}"] if profile else []))
+    sizes, profile_name = rule_settings(family, sizes, render_family(family, sizes, "", command), profile)
+    files = render_family(family, sizes, profile_name, command)
+    write_family(files, target, force=force)
+    print(f"derived family {family!r} ({len(sizes)} sizes) -> {target}/  (rules on profile {profile_name})")
+    for s in sizes:
+        c = count_params(s.facts)
+        moe = f", {c.active / 1e9:.2f}B active" if s.facts.num_experts else ""
+        tr = s.settings.get("train", {})
+        res = s.settings.get("resources", {}).get("train", {})
+        print(f"  {s.facts.size:<24} {c.total / 1e9:7.2f}B total{moe}; thinking {s.facts.thinking}; "
+              f"lr {tr.get('learning_rate')}, {tr.get('finetune')}, L_R {tr.get('rollout_limit')}, "
+              f"train {res.get('nodes')}x{res.get('gpus_per_node')} GPU, TP {res.get('tensor_parallel')}")
+    print(f"use it in a study recipe with `study: {{family: {family}}}` (see docs/new-family.md)")
+    return 0

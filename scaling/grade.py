@@ -1,0 +1,324 @@
+"""Grading of model responses: math-verify for math, a letter match for multiple choice.
+
+    from scaling.grade import grade, grade_many
+    grade("<think>...</think> so the answer is \\boxed{\\frac12}", "0.5")   # Grade(True, "ok", "\\frac{1}{2}")
+
+What it does and why it looks like this:
+
+* The answer is read from the text **after** ``</think>`` (the thinking block is never graded).
+  A response with no ``</think>`` ran out of tokens while thinking: it is never correct when
+  ``require_think_end`` (status ``truncated``). Art (arXiv 2602.20945) scores a response cut at
+  the budget as incorrect; Art does not name its grader, so we use math-verify (HF).
+* math-verify's own time limits use ``signal.alarm`` and are disabled outside the main thread
+  (TRL's accuracy reward runs it unbounded). We run math-verify in one **persistent worker
+  process** (``python -c`` child speaking JSON lines on its pipes: no fork of a CUDA parent, no
+  re-import of ``__main__``, works from threads and daemon processes). Each sample has a
+  wall-clock deadline enforced by the parent; on a timeout or a crash the worker is killed and
+  restarted and the sample is graded ``timeout`` / ``error``. Inside the worker math-verify's
+  own signal limits stay on as a second bound.
+* Inputs are capped before they reach the parser (the last ``MAX_ANSWER_CHARS`` characters of the
+  answer region, brace nesting at most ``MAX_BRACE_DEPTH``), so megabytes of output, deeply
+  nested LaTeX or binary garbage are graded wrong, never crash or hang a job.
+* ``kind="choice"`` (GPQA) extracts a letter A-D (``\\boxed{C}``, ``Answer: (C)``, a final
+  letter) with bounded regular expressions in-process and compares it with the gold letter.
+
+Status values: ``ok`` (correct) | ``wrong`` | ``no_answer`` | ``timeout`` | ``error`` | ``truncated``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+__all__ = ["Grade", "grade", "grade_many", "answer_region", "extract_choice", "shutdown_worker"]
+
+MAX_ANSWER_CHARS = 4000  # the tail of the answer region that is parsed (a final answer sits at the end)
+MAX_BRACE_DEPTH = 40  # deeper LaTeX nesting is graded "error" without parsing
+MAX_GOLD_CHARS = 2000
+MAX_ANSWER_REPORT_CHARS = 200  # the extracted answer kept in records
+_WORKER_START_TIMEOUT_S = 120.0  # importing sympy on a loaded node can take a while
+STATUSES = ("ok", "wrong", "no_answer", "timeout", "error", "truncated")
+CHOICE_LETTERS = "ABCD"
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The grade of one response. ``correct`` is True only with status ``ok``."""
+
+    correct: bool
+    status: str  # ok | wrong | no_answer | timeout | error | truncated
+    answer: str  # the extracted answer ("" when none)
+
+
+# --------------------------------------------------------------------------- pure parts
+def answer_region(response: str, *, think_end: str = "</think>", require_think_end: bool = True) -> str | None:
+    """The text after the last ``think_end``; None when thinking never closed and it is required.
+
+    Without ``require_think_end`` a response with no ``think_end`` is graded whole (non-thinking
+    models)."""
+    idx = response.rfind(think_end) if think_end else -1
+    if idx < 0:
+        return None if require_think_end else response
+    return response[idx + len(think_end) :]
+
+
+def _cap(region: str) -> str:
+    """Keep the tail where final answers live; drop NULs and other control garbage."""
+    if len(region) > MAX_ANSWER_CHARS:
+        region = region[-MAX_ANSWER_CHARS:]
+    return region.replace("\x00", "")
+
+
+def _brace_depth(text: str) -> int:
+    depth = best = 0
+    for ch in text:
+        if ch == "{":
+            depth += 1
+            best = max(best, depth)
+        elif ch == "}" and depth:
+            depth -= 1
+    return best
+
+
+_BOXED_CHOICE = re.compile(r"\\boxed\s*\{\s*(?:\\text(?:bf)?\s*\{\s*)?\(?([A-Da-d])\)?\s*\}")
+_STATED_CHOICE = re.compile(
+    r"(?:answer|choice|option)\s*(?:is|:)?\s*[:\-]?\s*(?:\*\*)?\s*[\(\[]?([A-D])[\)\]]?(?![A-Za-z])", re.IGNORECASE
+)
+_PAREN_CHOICE = re.compile(r"\(([A-D])\)")
+_FINAL_LETTER = re.compile(r"(?:^|[\s\*:])([A-D])[\s\.\)\*]*$")
+
+
+def extract_choice(region: str) -> str:
+    """The chosen letter A-D in an answer region ("" when none): the last ``\\boxed{X}``, else the
+    last "answer is X" / "Answer: (X)", else the last "(X)", else a letter ending the text."""
+    text = _cap(region)
+    for pattern in (_BOXED_CHOICE, _STATED_CHOICE, _PAREN_CHOICE):
+        found = pattern.findall(text)
+        if found:
+            letter = found[-1].upper()
+            if letter in CHOICE_LETTERS:
+                return letter
+    m = _FINAL_LETTER.search(text.strip()[-20:])
+    return m.group(1) if m else ""
+
+
+def _grade_choice(region: str, gold: str) -> Grade:
+    letter = extract_choice(region)
+    if not letter:
+        return Grade(False, "no_answer", "")
+    gold_letter = gold.strip().strip("()").upper()[:1]
+    ok = letter == gold_letter
+    return Grade(ok, "ok" if ok else "wrong", letter)
+
+
+# ----------------------------------------------------------------------- worker (child side)
+def _serve() -> None:  # pragma: no cover - runs in the child process (tested through grade_many)
+    """Worker loop: read one JSON task per line on stdin, answer one JSON line on stdout."""
+    import logging
+
+    logging.disable(logging.WARNING)
+    from math_verify import parse, verify
+
+    sys.setrecursionlimit(4000)
+    golds: dict[str, list] = {}
+    out = sys.stdout
+    out.write('{"ready": true}\n')
+    out.flush()
+    for line in sys.stdin:
+        task = json.loads(line)
+        limit = max(1, int(task.get("t", 5)))
+        try:
+            gold = task["gold"]
+            parsed_gold = golds.get(gold)
+            if parsed_gold is None:
+                text = gold if ("$" in gold or "\\boxed" in gold) else f"${gold}$"
+                parsed_gold = parse(text, parsing_timeout=limit) or parse(gold, parsing_timeout=limit)
+                if len(golds) > 10000:
+                    golds.clear()
+                golds[gold] = parsed_gold
+            pred = parse(task["resp"], parsing_timeout=limit)
+            if not pred:
+                reply = {"status": "no_answer", "answer": "", "correct": False}
+            else:
+                shown = str(pred[1] if len(pred) > 1 else pred[0])[:MAX_ANSWER_REPORT_CHARS]
+                ok = bool(parsed_gold) and bool(verify(parsed_gold, pred, timeout_seconds=limit))
+                reply = {"status": "ok" if ok else "wrong", "answer": shown, "correct": ok}
+        except Exception as exc:  # math-verify timeouts and parser failures: this sample is wrong
+            name = type(exc).__name__
+            status = "timeout" if "Timeout" in name else "error"
+            reply = {"status": status, "answer": "", "correct": False}
+        reply["i"] = task["i"]
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+# ---------------------------------------------------------------------- worker (parent side)
+class _Worker:
+    """A persistent math-verify child with per-task deadlines. Not thread-safe: use ``_LOCK``."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env.setdefault("PYTHONHASHSEED", "0")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from scaling.grade import _serve; _serve()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        self._buf = b""
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.proc.stdout, selectors.EVENT_READ)
+        first = self._read_line(time.monotonic() + _WORKER_START_TIMEOUT_S)
+        if first is None:
+            self.close()
+            raise RuntimeError("scaling.grade: the math-verify worker did not start (is math-verify installed?)")
+
+    def _read_line(self, deadline: float) -> bytes | None:
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._sel.select(timeout=left):
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:  # the child died
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def ask(self, task: dict, timeout_s: float) -> dict | None:
+        """Send one task; the reply, or None on timeout / crash (the caller restarts us)."""
+        try:
+            self.proc.stdin.write((json.dumps(task) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return None
+        line = self._read_line(time.monotonic() + timeout_s)
+        if line is None:
+            return None
+        try:
+            return json.loads(line)
+        except ValueError:
+            return None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self._sel.close()
+
+
+_LOCK = threading.Lock()
+_WORKER: _Worker | None = None
+
+
+def _worker() -> _Worker:
+    global _WORKER
+    if _WORKER is None or not _WORKER.alive():
+        if _WORKER is not None:
+            _WORKER.close()
+        _WORKER = _Worker()
+    return _WORKER
+
+
+def shutdown_worker() -> None:
+    """Stop the grading worker (it restarts on the next call). Registered at exit."""
+    global _WORKER
+    with _LOCK:
+        if _WORKER is not None:
+            _WORKER.close()
+            _WORKER = None
+
+
+atexit.register(shutdown_worker)
+
+
+# --------------------------------------------------------------------------------- API
+def grade(
+    response: str,
+    gold: str,
+    *,
+    kind: str = "math",
+    timeout_s: float = 5.0,
+    think_end: str = "</think>",
+    require_think_end: bool = True,
+) -> Grade:
+    """Grade one response against its gold answer (see the module docstring)."""
+    return grade_many(
+        [response], [gold], kind=kind, timeout_s=timeout_s, think_end=think_end, require_think_end=require_think_end
+    )[0]
+
+
+def grade_many(
+    responses: Sequence[str],
+    golds: Sequence[str],
+    *,
+    kind: str = "math",
+    timeout_s: float = 5.0,
+    think_end: str = "</think>",
+    require_think_end: bool = True,
+) -> list[Grade]:
+    """Grade a batch through one bounded worker; never hangs longer than ``timeout_s`` per sample.
+
+    ``kind``: ``math`` (math-verify) or ``choice`` (letter A-D). Raises ValueError for a length
+    mismatch or an unknown kind (programming errors, not user input)."""
+    if len(responses) != len(golds):
+        raise ValueError(f"grade_many: {len(responses)} responses but {len(golds)} golds")
+    if kind not in ("math", "choice"):
+        raise ValueError(f"grade_many: unknown kind {kind!r} (known: math, choice)")
+    results: list[Grade | None] = [None] * len(responses)
+    pending: list[tuple[int, str, str]] = []
+    for i, (resp, gold) in enumerate(zip(responses, golds)):
+        resp = resp if isinstance(resp, str) else ("" if resp is None else str(resp))
+        gold = str(gold if gold is not None else "")
+        region = answer_region(resp, think_end=think_end, require_think_end=require_think_end)
+        if region is None:
+            results[i] = Grade(False, "truncated", "")
+            continue
+        region = _cap(region)
+        if kind == "choice":
+            results[i] = _grade_choice(region, gold)
+        elif not region.strip():
+            results[i] = Grade(False, "no_answer", "")
+        elif _brace_depth(region) > MAX_BRACE_DEPTH:
+            results[i] = Grade(False, "error", "")
+        else:
+            pending.append((i, region, gold[:MAX_GOLD_CHARS]))
+    if pending:
+        with _LOCK:
+            for i, region, gold in pending:
+                results[i] = _ask_bounded(region, gold, timeout_s)
+    return [r for r in results if r is not None]
+
+
+def _ask_bounded(region: str, gold: str, timeout_s: float) -> Grade:
+    global _WORKER
+    worker = _worker()
+    reply = worker.ask({"i": 0, "resp": region, "gold": gold, "t": timeout_s}, timeout_s)
+    if reply is None:
+        timed_out = worker.alive()
+        worker.close()
+        _WORKER = None
+        return Grade(False, "timeout" if timed_out else "error", "")
+    return Grade(bool(reply["correct"]), str(reply["status"]), str(reply["answer"]))

@@ -1,0 +1,128 @@
+"""Training/evaluation prompts: load problems from a hub id, a local JSONL/Parquet file, or a
+generated ``task://`` set, and render them with the model's chat template.
+
+``load_problems(spec)`` returns dicts with ``id``, ``problem``, ``answer`` (+ every other column),
+mapped from ``spec.problem_column`` / ``answer_column`` / ``id_column`` (recipe keys under
+``train.dataset``). ``build_prompt`` applies the chat template as a single user turn with the
+method's suffix (Art: "Let's think step by step and output the final answer within \\boxed{}.")
+and Qwen3's ``enable_thinking`` switch.
+
+Run it to inspect a dataset spec:  ``python -m scaling.jobs.data SOURCE [--split train] [-n 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import JobError
+from ..records import DatasetSpec
+
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def _load_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
+    """Raw rows of ``spec.source`` (no column mapping yet)."""
+    source = spec.source
+    if not source:
+        raise JobError("dataset.source is empty; set it to a hub id, a .jsonl/.parquet path or a task:// URI")
+    from ..task import is_task_uri, load_task
+
+    if is_task_uri(source):
+        return load_task(source)
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    import datasets
+
+    if suffix in LOCAL_FORMATS or path.exists():
+        if not path.is_file():
+            raise JobError(f"dataset.source: {path} does not exist (a local file must be .jsonl or .parquet)")
+        if suffix not in LOCAL_FORMATS:
+            raise JobError(f"dataset.source: {path}: unknown format {suffix!r}; use .jsonl or .parquet")
+        ds = datasets.load_dataset(LOCAL_FORMATS[suffix], data_files=str(path), split="train")
+    else:
+        try:
+            ds = datasets.load_dataset(source, spec.subset, split=spec.split)
+        except Exception as exc:  # datasets raises many kinds; the user needs one line
+            raise JobError(
+                f"dataset.source: cannot load hub dataset {source!r} (subset={spec.subset!r}, split={spec.split!r}): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+                "check the id/split, or run `scaling prefetch` where there is internet"
+            ) from exc
+    return [dict(r) for r in ds]
+
+
+def load_problems(spec: DatasetSpec) -> list[dict[str, Any]]:
+    """Rows with ``id``, ``problem``, ``answer`` (strings) plus the source's other columns.
+
+    Missing columns raise a JobError naming the recipe key and the columns that exist.
+    Without ``id_column`` the id is the row index (stable for a fixed source). ``max_rows`` keeps
+    the first rows.
+    """
+    rows = _load_rows(spec)
+    if spec.max_rows is not None:
+        rows = rows[: spec.max_rows]
+    if not rows:
+        raise JobError(f"dataset.source: {spec.source!r} has no rows (split={spec.split!r})")
+    cols = set(rows[0])
+    for key, col in (("problem_column", spec.problem_column), ("answer_column", spec.answer_column)):
+        if col not in cols:
+            raise JobError(
+                f"dataset.{key}: column {col!r} not in {spec.source!r}; columns are {', '.join(sorted(cols))}"
+            )
+    if spec.id_column is not None and spec.id_column not in cols:
+        raise JobError(
+            f"dataset.id_column: column {spec.id_column!r} not in {spec.source!r}; columns are {', '.join(sorted(cols))}"
+        )
+    out = []
+    for i, r in enumerate(rows):
+        row = dict(r)
+        row["problem"] = str(r[spec.problem_column])
+        row["answer"] = str(r[spec.answer_column])
+        row["id"] = str(r[spec.id_column]) if spec.id_column is not None else str(r.get("id", i))
+        out.append(row)
+    return out
+
+
+def build_prompt(tokenizer: Any, problem: str, *, suffix: str, enable_thinking: bool) -> str:
+    """The chat-template string of one single-turn problem (generation prompt appended).
+
+    ``enable_thinking`` is Qwen3's switch (False inserts an empty thinking block); templates that
+    do not know it ignore the extra variable. A tokenizer without a chat template is an error.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise JobError(
+            f"tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
+            "use a chat/instruct checkpoint or set one in its tokenizer_config.json"
+        )
+    content = f"{problem.rstrip()} {suffix.strip()}".strip() if suffix else problem
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}],
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=enable_thinking,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scaling.jobs.data", description=__doc__.splitlines()[0])
+    parser.add_argument("source")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--problem-column", default="problem")
+    parser.add_argument("--answer-column", default="answer")
+    parser.add_argument("-n", type=int, default=3)
+    args = parser.parse_args(argv)
+    spec = DatasetSpec(
+        source=args.source, split=args.split, problem_column=args.problem_column, answer_column=args.answer_column
+    )
+    rows = load_problems(spec)
+    print(f"{len(rows)} rows; columns: {', '.join(sorted(rows[0]))}")
+    for r in rows[: args.n]:
+        print(f"[{r['id']}] {r['problem'][:200]!r} -> {r['answer']!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Optional SFT stage ("supervision", Paper B arXiv 2505.07961): fine-tune on reasoning traces
+with TRL ``SFTTrainer`` before RL.
+
+What it does: loads ``sft.dataset`` (problem column -> prompt through the model's chat
+template, ``sft.text_column`` -> completion, the trace including its ``<think>`` block), trains
+with the loss on the completion only (TRL's prompt-completion format; the EOS token is appended
+by TRL), resumes from the newest ``checkpoints/checkpoint-*``, saves on SIGUSR1/SIGTERM like
+the train job, saves the model to ``job_dir/model`` and writes ``DONE`` last.
+
+Run it:  ``python -m scaling.jobs.sft runs/<study>/<size>/sft/run.yaml``.
+
+The tiny demo uses it to make small random models verbose reasoners first, so that GRPO has
+something to shorten. Departs from Paper B: its SFT data and hyper-parameters are not public;
+ours come from the recipe (``sft.*``) and are labelled there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import JobError
+from ..records import RunSpec, from_dict
+
+
+def load_sft_run(run_yaml: str | os.PathLike[str]) -> RunSpec:
+    import yaml
+
+    path = Path(run_yaml)
+    if not path.is_file():
+        raise JobError(f"{path}: run.yaml not found (the launcher writes it; rerun `scaling launch`)")
+    run = from_dict(RunSpec, yaml.safe_load(path.read_text()))
+    if run.sft is None:
+        raise JobError(f"{path}: no 'sft' settings; an SFT job needs sft.dataset and sft.text_column")
+    return run
+
+
+def sft_dataset(run: RunSpec, tokenizer: Any) -> Any:
+    """``datasets.Dataset`` of {prompt (chat-templated string), completion (trace)}."""
+    import datasets
+
+    from .data import build_prompt, load_problems
+
+    s = run.sft
+    assert s is not None
+    rows = load_problems(s.dataset)
+    if s.text_column not in rows[0]:
+        raise JobError(
+            f"sft.text_column: column {s.text_column!r} not in {s.dataset.source!r}; "
+            f"columns are {', '.join(sorted(rows[0]))}"
+        )
+    thinking = run.model.thinking != "none"
+    out = [
+        {
+            "prompt": build_prompt(tokenizer, r["problem"], suffix=s.dataset.prompt_suffix, enable_thinking=thinking),
+            "completion": str(r[s.text_column]),
+        }
+        for r in rows
+    ]
+    return datasets.Dataset.from_list(out)
+
+
+def make_sft_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str) -> Any:
+    """RunSpec -> TRL ``SFTConfig`` (global batch = sft.batch_size = per_device × accum × world)."""
+    from trl import SFTConfig
+
+    from .train import world_size
+
+    s = run.sft
+    assert s is not None
+    world = world_size(run, device)
+    if s.batch_size < 1 or s.batch_size % world:
+        raise JobError(f"{run.run_id}: sft.batch_size={s.batch_size} must be a positive multiple of {world} processes")
+    share = s.batch_size // world
+    per_device = max(d for d in range(1, min(share, 8) + 1) if share % d == 0)  # rule: <= 8 sequences per device
+    cuda = device == "cuda"
+    return SFTConfig(
+        output_dir=str(Path(out_dir) / "checkpoints"),
+        seed=run.seed,
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps,
+        learning_rate=s.learning_rate,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=share // per_device,
+        max_length=s.max_length,
+        completion_only_loss=True,
+        lr_scheduler_type="cosine",  # labelled default for SFT
+        warmup_steps=0.03,  # labelled default: 3% warm-up
+        save_strategy="steps",
+        save_steps=200,
+        save_total_limit=2,
+        logging_steps=10,
+        report_to="none",
+        bf16=cuda,
+        use_cpu=not cuda,
+        gradient_checkpointing=cuda,
+        disable_tqdm=not sys.stderr.isatty(),
+        dataloader_num_workers=0,
+    )
+
+
+def main(run_yaml: str) -> None:
+    """Run the SFT stage; idempotent (a DONE job returns at once)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    from ..studydir import is_done, mark_done
+    from .models import resolve_model
+    from .train import _callbacks, newest_checkpoint, save_final_model
+
+    job_dir = Path(run_yaml).resolve().parent
+    study_dir = job_dir.parents[1]
+    if is_done(job_dir):
+        print(f"[sft] {job_dir} is already done")
+        return
+    run = load_sft_run(run_yaml)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_path = resolve_model(run, study_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32
+    )
+    _, stop_cb = _callbacks(run, job_dir)
+    trainer = SFTTrainer(
+        model=model,
+        args=make_sft_config(run, job_dir, device),
+        train_dataset=sft_dataset(run, tokenizer),
+        processing_class=tokenizer,
+        callbacks=[stop_cb],
+    )
+    stop_cb.install()
+    try:
+        trainer.train(resume_from_checkpoint=newest_checkpoint(job_dir))
+    finally:
+        if stop_cb.received is None:
+            stop_cb.uninstall()
+    if stop_cb.received is not None:
+        stop_cb.hand_over()
+        return
+    from ..records import Finetune
+
+    save_final_model(trainer, tokenizer, job_dir, Finetune.full)
+    if trainer.is_world_process_zero():
+        mark_done(job_dir, {"steps": int(trainer.state.global_step), "model": "model"})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m scaling.jobs.sft RUN_YAML")
+    from ..errors import ScalingError
+
+    try:
+        main(sys.argv[1])
+    except ScalingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)

@@ -1,0 +1,411 @@
+"""Study -> Plan: one RunSpec per size and stage, a JobSpec graph, GPU-hours and provenance.
+
+What it does
+    ``make_plan(study)`` resolves every size of a ``recipe.Study`` through the rules
+    (``rules.derive_size_settings``: learning rate, L_R/L_T, batch, full FT vs LoRA, ZeRO stage,
+    vLLM mode and tensor parallelism, GPUs, nodes, time limits) and expands it into runs::
+
+        <size>/curate        (curate.enabled)  base-model pass rates -> the easy-prompt set
+        <size>/sft           (sft.enabled)     supervised traces before RL (Paper B)
+        <size>/train                           GRPO with the length-aware reward
+        <size>/eval-base     (eval.checkpoints) the model training starts from, an array over benchmarks
+        <size>/eval-trained                    the trained model, an array over benchmarks, after train
+
+    Each ``RunSpec`` is fully resolved (no ``None`` left in what its job reads) and carries the
+    provenance of every leaf: the recipe file, ``--set``, ``default`` or ``rule:<name>``.
+    Incompatible settings raise ``PlanError`` with the fix, before anything is submitted.
+
+How to run it
+    ``scaling plan recipes/qwen3-ladder.yaml [--sizes 0.6B,8b] [--profile small_4x24gb]
+    [--explain 8b] [--json plan.json]``
+
+The GPU-hours are estimates (rules.py states the model and its labelled utilisations); the
+paper reports none, so they are ours. This module imports the standard library only (rich
+lazily, inside ``print_plan``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+import types
+import typing
+from typing import Any
+
+from .errors import PlanError
+from .records import (
+    SCHEMA_VERSION,
+    ClusterProfile,
+    EvalSettings,
+    Finetune,
+    JobSpec,
+    Plan,
+    Resources,
+    RunSpec,
+    SftSettings,
+    Stage,
+    TrainSettings,
+    VllmMode,
+    to_dict,
+)
+
+ENTRIES = {
+    "curate": "scaling.jobs.curate:main",
+    "sft": "scaling.jobs.sft:main",
+    "train": "scaling.jobs.train:main",
+    "eval": "scaling.jobs.evaluate:main",
+}
+
+
+def job_name(study: str, run_id: str) -> str:
+    """Slurm job name ``<study>.<size>.<stage>``, restricted to [A-Za-z0-9_.-]."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{study}.{run_id.replace('/', '.')}")
+
+
+# ------------------------------------------------------------------------------ resolve
+def _apply(obj: Any, values: dict[str, Any]) -> Any:
+    """A copy of dataclass ``obj`` with ``values`` (nested dicts for nested dataclasses) set,
+    enum fields converted from their plain values."""
+    hints = typing.get_type_hints(type(obj))
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        current = getattr(obj, key)
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            changes[key] = _apply(current, value)
+            continue
+        tp = _unwrap(hints[key])
+        if isinstance(tp, type) and issubclass(tp, enum.Enum) and value is not None:
+            value = tp(value)
+        changes[key] = value
+    return dataclasses.replace(obj, **changes)
+
+
+def _unwrap(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSettings, model: Any,
+           res: dict[str, Resources], stages: list[str]) -> None:
+    """Incompatible or infeasible settings -> PlanError naming the key and the fix."""
+    from .rules import tp_candidates
+
+    if train.finetune is Finetune.lora and train.zero_stage == 3:
+        raise PlanError(f"{size}: finetune=lora with zero_stage=3 is not supported; set "
+                        f"sizes.{size}.train.finetune=full or sizes.{size}.train.zero_stage=2")
+    gpu = profile.gpus_per_node > 0
+    if not gpu and train.vllm_mode not in (VllmMode.none, None):
+        raise PlanError(f"{size}: train.vllm_mode={train.vllm_mode.value} needs GPUs but profile {profile.name} has "
+                        "none; set train.vllm_mode=none or use a GPU profile (--profile h100_8x80gb)")
+    if not gpu and train.zero_stage:
+        raise PlanError(f"{size}: train.zero_stage={train.zero_stage} needs GPUs (DeepSpeed) but profile "
+                        f"{profile.name} has none; set train.zero_stage=0")
+    if train.reward.target_length > train.rollout_limit:
+        raise PlanError(f"{size}: L_T=train.reward.target_length={train.reward.target_length} exceeds "
+                        f"L_R=train.rollout_limit={train.rollout_limit}; set target_length <= rollout_limit")
+    if train.rollout_limit + train.max_prompt_length > model.max_position:
+        raise PlanError(f"{size}: prompt {train.max_prompt_length} + L_R {train.rollout_limit} tokens exceed the "
+                        f"model's context {model.max_position}; lower train.rollout_limit")
+    if ev.budgets and max(ev.budgets) > model.max_position:
+        raise PlanError(f"{size}: eval budget {max(ev.budgets)} exceeds the model's context {model.max_position}; "
+                        "drop the larger budgets (eval.budgets)")
+    if train.prompts_per_step % train.mini_batch_prompts:
+        raise PlanError(f"{size}: train.mini_batch_prompts={train.mini_batch_prompts} does not divide "
+                        f"train.prompts_per_step={train.prompts_per_step}; pick a divisor")
+    for stage in stages:
+        r = res[stage]
+        where = f"sizes.{size}.resources.{stage}"
+        if r.nodes > profile.max_nodes:
+            raise PlanError(f"{size}: {where}.nodes={r.nodes} exceeds profile {profile.name} max_nodes "
+                            f"{profile.max_nodes}; lower it or use a larger profile")
+        if r.gpus_per_node > profile.gpus_per_node:
+            raise PlanError(f"{size}: {where}.gpus_per_node={r.gpus_per_node} exceeds the {profile.gpus_per_node} "
+                            f"GPUs per node of profile {profile.name}; lower it or add nodes")
+        if r.timeout_min > profile.max_time_min:
+            raise PlanError(f"{size}: {where}.timeout_min={r.timeout_min} exceeds the partition limit "
+                            f"{profile.max_time_min} of profile {profile.name}; lower it")
+        if r.mem_gb > profile.mem_per_node_gb:
+            raise PlanError(f"{size}: {where}.mem_gb={r.mem_gb} exceeds the {profile.mem_per_node_gb} GB per "
+                            f"node of profile {profile.name}; lower it")
+        if gpu and r.tensor_parallel > 1:
+            valid = tp_candidates(model, profile.gpus_per_node)
+            if r.tensor_parallel not in valid:
+                raise PlanError(f"{size}: {where}.tensor_parallel={r.tensor_parallel} is not valid for "
+                                f"{model.num_heads} heads / {model.num_kv_heads} KV heads on {profile.gpus_per_node}-GPU "
+                                f"nodes; use one of {valid}")
+            if r.tensor_parallel * r.data_parallel > r.gpus_per_node * r.nodes and stage != "train":
+                raise PlanError(f"{size}: {where}: tensor_parallel x data_parallel = "
+                                f"{r.tensor_parallel * r.data_parallel} exceeds the job's {r.gpus_per_node * r.nodes} "
+                                "GPUs; lower them or raise gpus_per_node")
+    from .rules import GROUP_SHAPINGS
+
+    world = max(1, res["train"].nodes * res["train"].gpus_per_node)
+    if gpu and train.vllm_mode is VllmMode.server:
+        world -= res["train"].tensor_parallel
+    completions = train.prompts_per_step * train.num_generations // train.off_policy_staleness
+    if gpu and (world < 1 or completions % world):
+        raise PlanError(f"{size}: {completions} completions per optimiser step do not split over {world} training "
+                        "processes; change resources.train (nodes/gpus_per_node/tensor_parallel) or train.prompts_per_step")
+    if gpu and train.reward.shaping in GROUP_SHAPINGS and train.prompts_per_step % world:
+        raise PlanError(f"{size}: shaping {train.reward.shaping.value} needs whole groups per process: "
+                        f"train.prompts_per_step={train.prompts_per_step} must be a multiple of {world} processes")
+    if gpu and train.vllm_mode is VllmMode.colocate:
+        r = res["train"]
+        if (r.nodes * r.gpus_per_node) % r.tensor_parallel:
+            raise PlanError(f"{size}: colocated vLLM with tensor_parallel={r.tensor_parallel} needs a GPU count it "
+                            f"divides, got {r.nodes * r.gpus_per_node}; change resources.train.tensor_parallel")
+
+
+def make_plan(study: Any) -> Plan:
+    """Expand a ``recipe.Study`` into a ``records.Plan`` (see the module docstring)."""
+    from .rules import derive_size_settings
+
+    profile: ClusterProfile = study.profile
+    runs: list[RunSpec] = []
+    jobs: list[JobSpec] = []
+    notes: dict[str, str] = {}
+    total = 0.0
+    for size in study.sizes:
+        s = study.settings[size]
+        facts = s.model
+        derived = derive_size_settings(facts, profile, s)
+        prov = dict(study.size_provenance(size))
+        prov.update(derived["provenance"])
+        train = _apply(s.train, derived["train"])
+        curate = _apply(s.curate, derived["curate"])
+        sft: SftSettings = s.sft
+        ev: EvalSettings = s.eval
+        stages = ["train"]
+        if curate.enabled:
+            stages.insert(0, "curate")
+        if sft.enabled:
+            stages.insert(0, "sft")
+        if ev.checkpoints and ev.benchmarks:
+            stages.append("eval")
+        res = {st: Resources(**derived["resources"][st]) for st in stages}
+        _check(size, profile, train, ev, facts, res, stages)
+        est = derived["estimates"]
+        for key, why in derived["reasons"].items():
+            notes[f"{size}:{key}"] = why
+        notes[f"{size}:train_hours"] = f"{est['train_hours']:.2f}"
+        for stage, warning in est.get("warnings", {}).items():
+            notes[f"{size}:warning:{stage}"] = f"{size}/{warning}"
+        notes[f"{size}:train_mem_per_gpu_gb"] = f"{est['train_mem_per_gpu_gb']:.1f}"
+
+        def spec(stage: str, run_id: str, **kw: Any) -> RunSpec:
+            keep = ("model.", f"resources.{stage}.", "seed")
+            sections = {"curate": ("curate.", "train."), "sft": ("sft.",), "train": ("train.", "curate."),
+                        "eval": ("eval.",)}[stage]
+            rp = {}
+            for key, src in prov.items():
+                if key.startswith(keep + sections):
+                    rp[key.replace(f"resources.{stage}.", "resources.", 1)] = src
+            rp.setdefault("seed", study.provenance.get("study.seed", "default"))
+            return RunSpec(study=study.name, run_id=run_id, size=size, stage=Stage(stage), model=facts,
+                           model_source=facts.hf_id, seed=study.seed, resources=res[stage], provenance=rp, **kw)
+
+        start_from = f"{size}/sft" if sft.enabled else ""
+        gpus = {st: res[st].nodes * res[st].gpus_per_node for st in stages}
+
+        def add_job(run: RunSpec, stage: str, after: list[str], hours: float, array: list[str] | None = None,
+                    checkpointable: bool = False) -> float:
+            gh = hours * gpus[stage]
+            jobs.append(JobSpec(name=job_name(study.name, run.run_id), run_id=run.run_id, entry=ENTRIES[stage],
+                                after=after, array=list(array or []), resources=run.resources,
+                                gpu_hours=round(gh, 3), checkpointable=checkpointable))
+            runs.append(run)
+            return gh
+
+        if sft.enabled:
+            total += add_job(spec("sft", f"{size}/sft", sft=sft), "sft", [], est.get("sft_hours", 0.0),
+                             checkpointable=True)
+        if curate.enabled:
+            total += add_job(spec("curate", f"{size}/curate", init_from=start_from, train=train, curate=curate),
+                             "curate", [start_from] if start_from else [], est.get("curate_hours", 0.0))
+        after = [r for r in (f"{size}/sft" if sft.enabled else "", f"{size}/curate" if curate.enabled else "") if r]
+        total += add_job(spec("train", f"{size}/train", init_from=start_from, train=train, curate=curate), "train",
+                         after, est["train_hours"], checkpointable=True)
+        if "eval" in stages:
+            eval_hours = sum(est["eval_hours"].values())
+            for ck in ev.checkpoints:
+                init = f"{size}/train" if ck == "trained" else start_from
+                dep = [f"{size}/train"] if ck == "trained" else ([f"{size}/sft"] if sft.enabled else [])
+                total += add_job(spec("eval", f"{size}/eval-{ck}", init_from=init, checkpoint=ck, eval=ev), "eval",
+                                 dep, eval_hours, array=list(ev.benchmarks))
+    return Plan(study=study.name, profile=profile, runs=runs, jobs=jobs, gpu_hours=round(total, 1),
+                sources=list(study.sources), notes=notes)
+
+
+# ------------------------------------------------------------------------------ print
+def _console() -> Any:
+    import shutil
+
+    from rich.console import Console
+
+    width = shutil.get_terminal_size((140, 24)).columns
+    return Console(width=max(width, 120), highlight=False, soft_wrap=False)
+
+
+def _hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 100 else f"{h:,.1f}"
+
+
+def print_plan(plan: Plan, explain: str | None = None) -> None:
+    """A rich table of the plan's jobs and the total GPU-hours; with ``explain`` (a size key or
+    label), every resolved value of that size with its source instead."""
+    from rich.table import Table
+
+    console = _console()
+    if explain:
+        _print_explain(console, plan, explain)
+        return
+    p = plan.profile
+    gpu = p.gpus_per_node > 0
+    table = Table(title=f"study {plan.study}  ·  profile {p.name} ({p.gpus_per_node}x{p.gpu_name}"
+                        f"{f', {p.gpu_mem_gb:g} GB' if gpu else ''})", title_justify="left")
+    for col, just in (("size", "left"), ("stage", "left"), ("mode", "left"), ("nodes×GPUs", "right"), ("TP×DP", "right"),
+                      ("tasks", "right"), ("mem GB", "right"), ("time", "right"), ("GPU-h", "right"),
+                      ("after", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for job in plan.jobs:
+        r = job.resources
+        size, stage = job.run_id.split("/", 1)
+        run = plan.run(job.run_id)
+        mode = ""
+        if run.train is not None and run.stage is Stage.train:
+            mode = f"{run.train.finetune.value} Z{run.train.zero_stage} {run.train.vllm_mode.value}"
+        table.add_row(
+            size, stage, mode, f"{r.nodes}×{r.gpus_per_node}" if gpu else f"{r.nodes}×cpu{r.cpus_per_task}",
+            f"{r.tensor_parallel}×{r.data_parallel}", str(len(job.array) or 1), str(r.mem_gb),
+            f"{r.timeout_min // 60}:{r.timeout_min % 60:02d}" + (" ↻" if job.checkpointable else ""),
+            _hours(job.gpu_hours) if gpu else "-", ", ".join(job.after) or "-",
+        )
+    table.add_section()
+    sizes = len({r.size for r in plan.runs})
+    table.add_row("total", f"{sizes} sizes", f"{len(plan.runs)} runs", "", "", "", "", "",
+                  _hours(plan.gpu_hours) if gpu else "-", "")
+    console.print(table)
+    for key, warning in plan.notes.items():
+        if ":warning:" in key:
+            console.print(f"[yellow]warning[/yellow]: {warning}")
+    console.print("time = Slurm time limit (h:mm); ↻ = checkpointable, requeues past the limit. GPU-h are "
+                  "estimates (scaling/rules.py, docs/recipes.md).  --explain SIZE shows where every value came from.")
+
+
+def _print_explain(console: Any, plan: Plan, size: str) -> None:
+    from rich.table import Table
+
+    from .recipe import size_key
+
+    key = size_key(size)
+    runs = [r for r in plan.runs if r.size == key or r.model.label.lower() == size.lower()]
+    if not runs:
+        sizes = sorted({r.size for r in plan.runs})
+        raise PlanError(f"--explain {size}: not a size of study {plan.study}; sizes: {', '.join(sizes)}")
+    key = runs[0].size
+    m = runs[0].model
+    console.print(f"[bold]{key}[/bold] ({m.label}, {m.hf_id}): every resolved value and its source "
+                  f"(profile {plan.profile.name})")
+    shown: set[str] = set()
+    for run in runs:
+        table = Table(title=f"{run.run_id}  entry {next(j.entry for j in plan.jobs if j.run_id == run.run_id)}",
+                      title_justify="left")
+        table.add_column("key")
+        table.add_column("value", overflow="fold")
+        table.add_column("source")
+        data = to_dict(run)
+        flat: dict[str, Any] = {}
+        for section in ("model", "train", "curate", "sft", "eval", "resources"):
+            if data.get(section) is not None:
+                flat.update(_flat(data[section], section + "."))
+        flat["seed"] = run.seed
+        rows = 0
+        why: dict[str, list[str]] = {}
+        for k, v in flat.items():
+            if k.startswith(("model.", "train.", "curate.", "eval.", "sft.")) and k in shown:
+                continue  # printed with an earlier run of this size
+            if not k.startswith("resources."):
+                shown.add(k)
+            src = run.provenance.get(k, "default")
+            if src.startswith("rule:"):
+                note = plan.notes.get(f"{key}:{k}") or (
+                    plan.notes.get(f"{key}:resources.{run.stage.value}", "") if k.startswith("resources.") else "")
+                if note:
+                    why.setdefault(note, [])
+                    if src not in why[note]:
+                        why[note].append(src)
+            table.add_row(k, repr(v) if isinstance(v, str) else str(v), src)
+            rows += 1
+        if rows:
+            console.print(table)
+            for note, rules in why.items():
+                console.print(f"  {', '.join(rules)}: {note}")
+    job_hours = {j.run_id: j.gpu_hours for j in plan.jobs if j.run_id.startswith(key + "/")}
+    console.print("estimated GPU-hours: " + ", ".join(f"{k} {_hours(v)}" for k, v in job_hours.items())
+                  + f"; training est. {plan.notes.get(key + ':train_hours', '?')} h wall, "
+                  f"{plan.notes.get(key + ':train_mem_per_gpu_gb', '?')} GB per GPU")
+
+
+def _flat(data: Any, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(data, dict) and data:
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = data
+    return out
+
+
+# ------------------------------------------------------------------------------- JSON
+def plan_to_json(plan: Plan) -> str:
+    """The plan as JSON (records.to_dict + schema_version); ``plan_from_json`` reverses it."""
+    data = {"schema_version": SCHEMA_VERSION, **to_dict(plan)}
+    return json.dumps(data, indent=1, sort_keys=False) + "\n"
+
+
+def plan_from_json(text: str) -> Plan:
+    """Rebuild a ``Plan`` from ``plan_to_json`` output (refuses an unknown schema major version)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PlanError(f"plan.json is not valid JSON (line {err.lineno}: {err.msg}); re-run scaling plan --json") from None
+    if not isinstance(data, dict):
+        raise PlanError("plan.json must hold a JSON object; re-run scaling plan --json")
+    version = str(data.pop("schema_version", SCHEMA_VERSION))
+    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise PlanError(f"plan.json schema_version {version} is not supported (this scaling writes {SCHEMA_VERSION}); "
+                        "re-plan with this version")
+    return _build(Plan, data, "plan")
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    """Plain JSON data -> typed records (nested dataclasses, enums, lists, dicts, optionals)."""
+    tp = _unwrap(tp)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise PlanError(f"plan.json: {where}: expected an object for {tp.__name__}; re-run scaling plan --json")
+        hints = typing.get_type_hints(tp)
+        unknown = set(value) - set(hints)
+        if unknown:
+            raise PlanError(f"plan.json: {where}: unknown keys {sorted(unknown)} for {tp.__name__}; re-plan with this version")
+        return tp(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return [_build(item, v, where) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        return {k: _build(item, v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    return value
+
+
+__all__ = ["make_plan", "print_plan", "plan_to_json", "plan_from_json", "job_name", "ENTRIES"]

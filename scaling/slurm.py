@@ -1,0 +1,546 @@
+"""Slurm (and submitit's local executor) behind the launcher's ``Executor`` protocol.
+
+This is THE ONLY module that imports submitit. It holds:
+
+* ``executor_params(job, profile)``: pure renaming of a ``JobSpec`` + ``ClusterProfile`` into
+  submitit ``AutoExecutor`` parameters (pinned by ``tests/golden/slurm/*.json``);
+* ``sbatch_script(params, ...)``: the exact sbatch text submitit will write (dry-run, preflight);
+* ``SubmititExecutor``: submits through ``AutoExecutor(cluster="slurm")`` with ``afterok``
+  dependencies and job arrays (``executor.batch()``, concurrency cap), or through submitit's
+  ``LocalExecutor`` (the launcher then runs jobs in dependency order itself);
+* ``CheckpointableBody``: the training wrapper (``submitit.helpers.Checkpointable``): on
+  timeout/preemption it forwards SIGUSR1 to the training process, which saves a checkpoint
+  and exits (contract in team.md), then submitit requeues the job, which resumes from it;
+* ``preflight``: every distinct resource shape against the live cluster (``sinfo``,
+  ``sbatch --test-only``); every problem is collected and reported at once;
+* job states without accounting: ``squeue`` for live jobs, then ``sacct`` if it works (quietly),
+  then submitit's result files. Users never see sacct's "accounting disabled" noise.
+
+Secrets (HF_TOKEN, WANDB_API_KEY, ...) reach jobs through the submission environment
+(sbatch exports the caller's environment); they are never written into scripts or pickles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import submitit
+import submitit.helpers
+from submitit.slurm import slurm as _submitit_slurm
+
+from .errors import LaunchError
+from .launch import JobBody, SECRET_ENV_VARS
+from .records import ClusterProfile, JobSpec
+
+# submitit logs to the "submitit" logger; its warnings (e.g. sacct without accounting) are noise
+# for our users because we never ask submitit for states.
+logging.getLogger("submitit").setLevel(logging.ERROR)
+
+# Seconds between Slurm's warning signal and the kill. Checkpointable (training) jobs get more
+# time so the largest sizes can write a ZeRO-3 checkpoint (labelled default, not from a paper);
+# other jobs keep submitit's default of 90 s.
+SIGNAL_DELAY_CHECKPOINT_S = 300
+SIGNAL_DELAY_DEFAULT_S = 90
+# sbatch options added to every job: a dependent job whose dependency failed is removed
+# instead of pending forever ("DependencyNeverSatisfied"); `scaling resume` resubmits it.
+_COMMON_SBATCH = {"kill-on-invalid-dep": "yes"}
+
+_SQUEUE_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD",
+                   "SPECIAL_EXIT", "RESIZING"}
+_SQUEUE_RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED"}
+_SACCT_STATES = {
+    "COMPLETED": "succeeded", "FAILED": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
+    "BOOT_FAIL": "failed", "DEADLINE": "timeout", "TIMEOUT": "timeout", "CANCELLED": "cancelled",
+    "PREEMPTED": "pending", "REVOKED": "cancelled",
+}
+
+
+# ------------------------------------------------------------------------ pure params
+def executor_params(job: JobSpec, profile: ClusterProfile) -> dict[str, Any]:
+    """JobSpec resources + cluster facts -> submitit AutoExecutor parameters (pure).
+
+    Generic names (``timeout_min``, ``mem_gb``, ``nodes``, ...) are submitit's; cluster facts
+    become ``slurm_*`` parameters. Only set values appear, so the golden files stay readable.
+    """
+    r = job.resources
+    params: dict[str, Any] = {
+        "name": job.name,
+        "nodes": int(r.nodes),
+        "tasks_per_node": int(r.tasks_per_node),
+        "cpus_per_task": int(r.cpus_per_task),
+        "gpus_per_node": int(r.gpus_per_node),
+        "mem_gb": int(r.mem_gb),
+        "timeout_min": int(r.timeout_min),
+    }
+    for key in ("partition", "account", "qos", "constraint"):
+        value = getattr(profile, key)
+        if value:
+            params[f"slurm_{key}"] = str(value)
+    if profile.setup:
+        params["slurm_setup"] = [str(line) for line in profile.setup]
+    params["slurm_signal_delay_s"] = SIGNAL_DELAY_CHECKPOINT_S if job.checkpointable else SIGNAL_DELAY_DEFAULT_S
+    if job.array:
+        params["slurm_array_parallelism"] = int(min(len(job.array), max(1, profile.array_parallelism)))
+    additional: dict[str, Any] = dict(_COMMON_SBATCH)
+    if job.checkpointable and profile.requeue:
+        additional["requeue"] = True
+    additional.update({str(k): v for k, v in profile.extra.items()})
+    params["slurm_additional_parameters"] = dict(sorted(additional.items()))
+    return params
+
+
+def _slurm_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """AutoExecutor parameters -> submitit SlurmExecutor (``_make_sbatch_string``) arguments."""
+    out: dict[str, Any] = {}
+    generic = {"name": "job_name", "nodes": "nodes", "tasks_per_node": "ntasks_per_node",
+               "cpus_per_task": "cpus_per_task", "gpus_per_node": "gpus_per_node", "timeout_min": "time"}
+    for key, value in params.items():
+        if key in generic:
+            out[generic[key]] = value
+        elif key == "mem_gb":
+            out["mem"] = _submitit_slurm._convert_mem(value)
+        elif key.startswith("slurm_"):
+            out[key[len("slurm_"):]] = value
+        else:
+            raise ValueError(f"executor parameter {key!r} has no Slurm equivalent")
+    if out.get("gpus_per_node") == 0:
+        out.pop("gpus_per_node")  # no --gpus-per-node=0 line: CPU-only jobs ask for no GRES
+    return out
+
+
+def sbatch_script(params: dict[str, Any], *, folder: str | Path = "<study>/<size>/<stage>/logs",
+                  command: str = "python -u -m submitit.core._submit <logs>", map_count: int | None = None,
+                  dependency: str | None = None) -> str:
+    """The sbatch file submitit writes for these parameters (shown by --dry-run, tested by preflight)."""
+    kwargs = _slurm_kwargs(params)
+    if dependency:
+        kwargs["dependency"] = dependency
+    if map_count:
+        kwargs["map_count"] = map_count
+    return _submitit_slurm._make_sbatch_string(command=command, folder=folder, **kwargs)
+
+
+def sbatch_lines(script: str) -> list[str]:
+    return [line for line in script.splitlines() if line.startswith("#SBATCH")]
+
+
+def dependency_string(after_ids: list[str]) -> str | None:
+    """``afterok:<id>:<id>``; array task ids are reduced to the array's id (waits for all tasks)."""
+    ids = sorted({str(i).split("_")[0] for i in after_ids})
+    return "afterok:" + ":".join(ids) if ids else None
+
+
+# --------------------------------------------------------------------- job wrappers
+def _preempt_signal() -> int:
+    """The signal Slurm sends before the time limit (submitit's ``--signal``; USR2 unless
+    SUBMITIT_PREEMPT_SIGNAL says otherwise)."""
+    return int(getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")))
+
+
+class CheckpointableBody(JobBody, submitit.helpers.Checkpointable):
+    """Training job body (``JobSpec.checkpointable``).
+
+    Runs the worker (``jobs.multinode.worker_command``: ``accelerate launch`` on each node for
+    multi-GPU runs, else one Python process) in its own process group. When Slurm's warning
+    signal arrives (time limit or preemption), every node forwards SIGUSR1 to its workers, which
+    save a checkpoint at the end of the step and exit (team.md train contract); rank 0 then
+    waits for them, and submitit requeues this same callable, which resumes from
+    ``job_dir/checkpoints/checkpoint-*``.
+    """
+
+    grace_s: float = SIGNAL_DELAY_CHECKPOINT_S - 30
+
+    def __call__(self) -> Any:
+        import yaml
+
+        from .jobs.multinode import worker_command
+        from .records import RunSpec, from_dict
+
+        run = from_dict(RunSpec, yaml.safe_load(Path(self.run_yaml).read_text()))
+        cmd = worker_command(run, dict(os.environ), Path(self.run_yaml).parent, entry=self.entry)
+        proc = subprocess.Popen(cmd, start_new_session=True)
+        self._child_pid = proc.pid
+        self._forwarded = False
+        sig = _preempt_signal()
+        previous = signal.getsignal(sig)
+
+        def forward(signum: int, frame: Any) -> None:
+            self._forward()
+            if callable(previous):
+                previous(signum, frame)  # submitit: checkpoint() on rank 0, then requeue
+
+        signal.signal(sig, forward)
+        rc = proc.wait()
+        if rc != 0:
+            why = " after a stop signal (checkpoint saved; `scaling resume` continues it)" if self._forwarded else ""
+            raise RuntimeError(f"{self.entry} {self.run_yaml} exited with status {rc}{why}")
+        return None
+
+    def _forward(self) -> None:
+        pid = getattr(self, "_child_pid", None)
+        if pid and not getattr(self, "_forwarded", False):
+            self._forwarded = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGUSR1)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Wait (bounded) for the workers to save and exit, then requeue a fresh copy."""
+        self._forward()
+        pid = getattr(self, "_child_pid", None)
+        if pid:
+            deadline = time.monotonic() + self.grace_s
+            while time.monotonic() < deadline:
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done:
+                    break
+                time.sleep(1.0)
+            else:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGTERM)
+        fresh = CheckpointableBody(self.entry, self.run_yaml, self.item)
+        return submitit.helpers.DelayedSubmission(fresh, *args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:  # only the strings travel (no pids, no handlers)
+        return {"entry": self.entry, "run_yaml": self.run_yaml, "item": self.item}
+
+
+def wrap_body(job: JobSpec, body: JobBody) -> JobBody:
+    return CheckpointableBody(body.entry, body.run_yaml, body.item) if job.checkpointable and not body.item else body
+
+
+# -------------------------------------------------------------------------- commands
+def _run(cmd: list[str], timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm command, never raising: failures come back as returncode != 0."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return subprocess.CompletedProcess(cmd, 127, "", str(err))
+
+
+def _parse_gres_gpus(gres: str) -> int:
+    """``gpu:8``, ``gpu:h100:8(S:0-1)``, ``gpu:a100:4,shard:8`` -> number of GPUs per node."""
+    total = 0
+    for part in gres.split(","):
+        part = re.sub(r"\(.*?\)", "", part.strip())
+        bits = part.split(":")
+        if bits and bits[0] == "gpu" and len(bits) >= 2 and bits[-1].isdigit():
+            total += int(bits[-1])
+    return total
+
+
+def _parse_time_min(text: str) -> int | None:
+    """Slurm time limits (``infinite``, ``1-00:00:00``, ``30:00``, ``60``) -> minutes."""
+    text = text.strip()
+    if not text or text.upper() in ("INFINITE", "UNLIMITED", "N/A"):
+        return None
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 3:
+        h, m, s = parts
+    elif len(parts) == 2:
+        h, m, s = 0, parts[0], parts[1]
+    else:
+        h, m, s = 0, parts[0], 0
+    return days * 1440 + h * 60 + m + (1 if s else 0)
+
+
+def partitions() -> dict[str, dict[str, Any]]:
+    """Partitions seen by ``sinfo``: name -> {gpus, cpus, mem_gb, nodes, time_min, default}."""
+    res = _run(["sinfo", "-h", "-o", "%P|%G|%c|%m|%D|%l"])
+    if res.returncode != 0:
+        raise LaunchError(f"sinfo failed ({res.stderr.strip() or res.returncode}); is Slurm reachable from here?")
+    out: dict[str, dict[str, Any]] = {}
+    for line in res.stdout.splitlines():
+        bits = line.strip().split("|")
+        if len(bits) != 6:
+            continue
+        name, gres, cpus, mem, nodes, limit = bits
+        default = name.endswith("*")
+        name = name.rstrip("*")
+        cur = out.setdefault(name, {"gpus": 0, "cpus": 0, "mem_gb": 0.0, "nodes": 0, "time_min": None,
+                                    "default": default})
+        cur["gpus"] = max(cur["gpus"], _parse_gres_gpus(gres))
+        cur["cpus"] = max(cur["cpus"], int(re.sub(r"\D", "", cpus) or 0))
+        cur["mem_gb"] = max(cur["mem_gb"], int(re.sub(r"\D", "", mem) or 0) / 1024)
+        cur["nodes"] += int(re.sub(r"\D", "", nodes) or 0)
+        cur["time_min"] = _parse_time_min(limit)
+    return out
+
+
+def _shape(params: dict[str, Any]) -> tuple:
+    keep = {k: v for k, v in params.items() if k not in ("name", "slurm_array_parallelism")}
+    return tuple(sorted((k, repr(v)) for k, v in keep.items()))
+
+
+def preflight(jobs: list[JobSpec], profile: ClusterProfile) -> list[str]:
+    """Check every distinct resource shape of the plan against the live cluster.
+
+    Returns the problems (empty when all is well): missing partition, GPUs/CPUs/memory per node
+    or node count beyond what the partition has, time limit beyond the partition's, and whatever
+    ``sbatch --test-only`` refuses. Nothing is submitted.
+    """
+    problems: list[str] = []
+    try:
+        parts = partitions()
+    except LaunchError as err:
+        return [str(err)]
+    if not parts:
+        return ["sinfo lists no partitions; is the cluster up?"]
+    wanted = profile.partition
+    if wanted and wanted not in parts:
+        problems.append(f"partition {wanted!r} (profile {profile.name}) does not exist; sinfo lists "
+                        f"{', '.join(sorted(parts))}; set partition in the profile")
+        return problems
+    pname = wanted or next((n for n, p in parts.items() if p["default"]), next(iter(parts)))
+    part = parts[pname]
+    shapes: dict[tuple, tuple[JobSpec, dict[str, Any]]] = {}
+    for job in jobs:
+        params = executor_params(job, profile)
+        shapes.setdefault(_shape(params), (job, params))
+    for job, params in shapes.values():
+        r = job.resources
+        who = f"{job.run_id} ({r.nodes} node(s) x {r.gpus_per_node} GPU, {r.cpus_per_task * r.tasks_per_node} CPU, {r.mem_gb} GB, {r.timeout_min} min)"
+        if r.gpus_per_node > part["gpus"]:
+            problems.append(f"{who}: asks {r.gpus_per_node} GPUs per node but partition {pname} nodes have "
+                            f"{part['gpus']}; lower gpus_per_node or use more nodes")
+        if r.cpus_per_task * r.tasks_per_node > part["cpus"]:
+            problems.append(f"{who}: asks {r.cpus_per_task * r.tasks_per_node} CPUs per node but partition "
+                            f"{pname} nodes have {part['cpus']}; lower cpus_per_task")
+        if part["mem_gb"] and r.mem_gb > part["mem_gb"]:
+            problems.append(f"{who}: asks {r.mem_gb} GB per node but partition {pname} nodes have "
+                            f"{part['mem_gb']:.0f} GB; lower mem_gb")
+        if r.nodes > part["nodes"]:
+            problems.append(f"{who}: asks {r.nodes} nodes but partition {pname} has {part['nodes']}")
+        if part["time_min"] is not None and r.timeout_min > part["time_min"]:
+            problems.append(f"{who}: asks {r.timeout_min} min but partition {pname} allows {part['time_min']} min; "
+                            "lower timeout_min (training requeues itself from its checkpoint)")
+        with tempfile.TemporaryDirectory(prefix="scaling-preflight-") as tmp:
+            script = Path(tmp) / "test.sh"
+            script.write_text(sbatch_script(params, folder=tmp, command="true"))
+            res = _run(["sbatch", "--test-only", str(script)], timeout_s=60)
+        if res.returncode != 0:
+            msg = " ".join((res.stderr or res.stdout).split()) or f"exit status {res.returncode}"
+            msg = msg.replace("sbatch: error: ", "")
+            problems.append(f"{who}: sbatch --test-only refused: {msg}")
+    return problems
+
+
+# --------------------------------------------------------------------------- states
+def _result_state(folder: Path, job_id: str) -> str | None:
+    """Outcome from submitit's result pickle of task 0: succeeded | failed | None (none yet)."""
+    path = folder / f"{job_id}_0_result.pkl"
+    if not path.exists():
+        return None
+    try:
+        with open(path, "rb") as fh:
+            outcome = pickle.load(fh)[0]
+    except Exception:  # a torn or foreign pickle only means: outcome unknown
+        return "ended"
+    return "succeeded" if outcome == "success" else "failed"
+
+
+def _parse_elapsed_s(text: str) -> float | None:
+    t = _parse_time_min(text) if text else None
+    if t is None:
+        return None
+    bits = text.strip().split("-")[-1].split(":")
+    seconds = int(bits[-1]) if len(bits) >= 2 else 0
+    return float((t - (1 if seconds else 0)) * 60 + seconds)
+
+
+def slurm_states(job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """State of Slurm jobs: squeue for live ones, then sacct when accounting works, then the
+    result files submitit writes. Never warns; a failing sacct is the normal case here."""
+    out: dict[str, dict[str, Any]] = {}
+    if not job_ids:
+        return out
+    masters = sorted({j.split("_")[0] for j in job_ids})
+    res = _run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%M", "-j", ",".join(masters)])
+    seen: dict[str, tuple[str, float | None]] = {}
+    if res.returncode == 0:
+        for line in res.stdout.splitlines():
+            bits = line.strip().split("|")
+            if len(bits) == 3:
+                seen[bits[0]] = (bits[1].split()[0], _parse_elapsed_s(bits[2]))
+    # squeue exits 1 with "Invalid job id" when every id has left slurmctld's memory: not an error
+    squeue_ok = res.returncode == 0 or "Invalid job id" in (res.stderr or "")
+    ended = [j for j in job_ids if j not in seen or seen[j][0] not in _SQUEUE_PENDING | _SQUEUE_RUNNING]
+    acct: dict[str, str] = {}
+    gone = [j for j in ended if j not in seen]
+    if gone and squeue_ok:  # accounting, when the cluster has it; silently nothing otherwise
+        res2 = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(sorted({g.split("_")[0] for g in gone}))])
+        if res2.returncode == 0:
+            for line in res2.stdout.splitlines():
+                bits = line.strip().split("|")
+                if len(bits) == 2 and bits[1]:
+                    acct[bits[0]] = bits[1].split()[0]
+    for j in job_ids:
+        if j in seen and j not in ended:
+            st, el = seen[j]
+            out[j] = {"state": "pending" if st in _SQUEUE_PENDING else "running", "elapsed_s": el, "detail": st.lower()}
+            continue
+        if not squeue_ok:
+            out[j] = {"state": "unknown", "detail": "squeue failed"}
+            continue
+        terminal = seen[j][0] if j in seen else acct.get(j, "")
+        folder = folders.get(j)
+        from_result = _result_state(folder, j) if folder else None
+        if from_result and not (from_result == "failed" and terminal in ("TIMEOUT", "CANCELLED")):
+            out[j] = {"state": from_result}
+        elif terminal in _SACCT_STATES:
+            out[j] = {"state": _SACCT_STATES[terminal], "detail": terminal.lower()}
+        else:
+            out[j] = {"state": "ended", "detail": "left the queue without a result (killed or cancelled)"}
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------------ executors
+class SubmititExecutor:
+    """The launcher's Executor over submitit: ``kind="slurm"`` (AutoExecutor, cluster=slurm) or
+    ``kind="local"`` (submitit LocalExecutor; no dependencies: the launcher orders jobs)."""
+
+    def __init__(self, kind: str, profile: ClusterProfile):
+        if kind not in ("slurm", "local"):
+            raise LaunchError(f"unknown executor {kind!r}; use slurm, local or debug")
+        if kind == "slurm":
+            missing = [c for c in ("sbatch", "squeue", "srun") if shutil.which(c) is None]
+            if missing:
+                raise LaunchError(f"--executor slurm: {', '.join(missing)} not found on PATH; run on a Slurm login "
+                                  "node or use --executor local")
+        self.name = kind
+        self.profile = profile
+        self.handles_dependencies = kind == "slurm"
+        self._jobs: dict[str, Any] = {}  # local: job id -> submitit LocalJob (owns the Popen)
+
+    # -- what would be submitted
+    def describe(self, job: JobSpec, *, items: list[str], after: list[str]) -> dict[str, Any]:
+        params = executor_params(job, self.profile)
+        if self.name == "local":
+            return {"executor": "local", "timeout_min": params["timeout_min"],
+                    "gpus_per_node": params["gpus_per_node"], "items": list(items)}
+        script = sbatch_script(params, map_count=len(items) if items else None,
+                               dependency=dependency_string(after) if after else None)
+        return {"executor": "slurm", "params": params, "sbatch": sbatch_lines(script)}
+
+    def preflight(self, jobs: list[JobSpec]) -> list[str]:
+        if self.name != "slurm":
+            return []
+        return preflight(jobs, self.profile)
+
+    # -- submission
+    def _executor(self, job: JobSpec, folder: Path, after: list[str]) -> Any:
+        params = executor_params(job, self.profile)
+        if self.name == "slurm":
+            ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+            dep = dependency_string(after)
+            if dep:
+                params["slurm_dependency"] = dep
+            ex.update_parameters(**params)
+            return ex
+        ex = submitit.AutoExecutor(folder=folder, cluster="local")
+        local = {k: params[k] for k in ("name", "timeout_min", "gpus_per_node")}
+        ex.update_parameters(**local, tasks_per_node=1)
+        return ex
+
+    def submit(self, job: JobSpec, bodies: list[JobBody], *, folder: Path, after: list[str]) -> list[str]:
+        """Submit one job (one body) or one array (several bodies); returns their ids in order."""
+        folder.mkdir(parents=True, exist_ok=True)
+        ex = self._executor(job, folder, after)
+        calls = [wrap_body(job, b) for b in bodies]
+        try:
+            if len(calls) == 1:
+                jobs = [ex.submit(calls[0])]
+            else:
+                with ex.batch():
+                    jobs = [ex.submit(c) for c in calls]
+        except Exception as err:  # submitit raises FailedJobError/RuntimeError with sbatch's message
+            msg = " ".join(str(err).split())
+            raise LaunchError(f"{job.run_id}: submission failed: {msg}") from None
+        ids = [str(j.job_id) for j in jobs]
+        if self.name == "local":
+            for i, j in zip(ids, jobs):
+                self._jobs[i] = j
+        return ids
+
+    # -- lifecycle
+    def states(self, job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict[str, Any]]:
+        if self.name == "slurm":
+            return slurm_states(job_ids, folders)
+        out: dict[str, dict[str, Any]] = {}
+        for j in job_ids:
+            held = self._jobs.get(j)
+            proc = getattr(held, "_process", None) if held is not None else None
+            if proc is not None:
+                alive = proc.poll() is None
+            else:
+                alive = j.isdigit() and _pid_alive(int(j))
+            if alive:
+                out[j] = {"state": "running"}
+                continue
+            result = _result_state(folders[j], j) if j in folders else None
+            out[j] = {"state": result or "ended", **({} if result else {"detail": "ended without a result"})}
+        return out
+
+    def cancel(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        if self.name == "slurm":
+            res = _run(["scancel", *sorted(set(job_ids))])
+            if res.returncode != 0:
+                raise LaunchError(f"scancel failed: {' '.join(res.stderr.split())}")
+            return
+        for j in job_ids:
+            if j.isdigit():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(j), signal.SIGTERM)
+
+
+def secrets_in(text: str, env: dict[str, str] | None = None) -> list[str]:
+    """Names of secret environment variables whose value (or an assignment) appears in ``text``."""
+    env = os.environ if env is None else env
+    found = []
+    for name in SECRET_ENV_VARS:
+        value = env.get(name)
+        if (value and len(value) >= 6 and value in text) or re.search(rf"\b{name}\s*=\s*\S", text):
+            found.append(name)
+    return found
+
+
+def script_secret_problems(jobs: list[JobSpec], profile: ClusterProfile) -> list[str]:
+    """Refuse profiles whose setup lines or extra options would write a token into a script."""
+    problems = []
+    for job in jobs[:1] or []:
+        text = sbatch_script(executor_params(job, profile))
+        for name in secrets_in(text):
+            problems.append(f"profile {profile.name}: setup/extra would write {name} into the sbatch script; "
+                            f"remove it and export {name} in your shell (jobs inherit the environment)")
+    return problems
+

@@ -1,0 +1,215 @@
+"""`scaling recipe derive`: config.json files -> a family recipe (scaling/derive.py).
+
+The central check: deriving the seven Qwen3 ladder configs gives a family whose plan equals
+the shipped Qwen3 plan (recipes/qwen3-ladder.yaml with its family swapped for the derived one).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scaling.cli import main
+from scaling.derive import derive_command, hub_id, model_name, size_key_and_label, write_family
+from scaling.errors import RecipeError
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "tests" / "data" / "configs"
+LADDER = ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B", "Qwen3-30B-A3B"]
+OTHERS = ["Meta-Llama-3-8B", "Mistral-7B-v0.1", "Mixtral-8x7B-v0.1", "OLMoE-1B-7B-0924", "gemma-2-2b",
+          "DeepSeek-V2-Lite", "Phi-3-mini-4k-instruct"]
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A local Hugging Face cache holding the Qwen3 fixtures under their hub ids, offline."""
+    import huggingface_hub.constants as c
+
+    cache = tmp_path / "hub"
+    sha = "0" * 40
+    for name in LADDER + ["Qwen3-4B-Instruct-2507", "Qwen3-4B-Thinking-2507"]:
+        root = cache / f"models--Qwen--{name}"
+        (root / "refs").mkdir(parents=True)
+        (root / "refs" / "main").write_text(sha)
+        shutil.copytree(CONFIGS / name, root / "snapshots" / sha)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def _strip(obj):
+    """A plan as plain data without provenance/sources (which name the files, not the values)."""
+    from scaling.records import to_dict
+
+    data = to_dict(obj)
+
+    def drop(d):
+        if isinstance(d, dict):
+            return {k: drop(v) for k, v in d.items() if k not in ("provenance", "sources")}
+        if isinstance(d, list):
+            return [drop(v) for v in d]
+        return d
+
+    return drop(data)
+
+
+def _study_with_family(tmp_path: Path, family: str) -> Path:
+    """recipes/qwen3-ladder.yaml with study.family swapped (families/<family>/ beside it)."""
+    data = yaml.safe_load((ROOT / "recipes" / "qwen3-ladder.yaml").read_text())
+    data["study"]["family"] = family
+    path = tmp_path / "ladder-derived.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_derived_qwen3_family_reproduces_the_shipped_ladder_plan(tmp_path, hub_cache, capsys):
+    from scaling.plan import make_plan
+    from scaling.recipe import load_study
+
+    out = tmp_path / "families" / "qwen3d"
+    code = main(["recipe", "derive", "--family", "qwen3d", "-o", str(out)] + sum([["--model", f"Qwen/{m}"] for m in LADDER], []))
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["family.yaml", "0_6b.yaml", "1_7b.yaml", "4b.yaml", "8b.yaml", "14b.yaml", "32b.yaml", "30b_a3b.yaml"])
+    shipped = make_plan(load_study(ROOT / "recipes" / "qwen3-ladder.yaml"))
+    derived = make_plan(load_study(_study_with_family(tmp_path, "qwen3d")))
+    a, b = _strip(shipped), _strip(derived)
+    for run in b["runs"]:
+        run["model"]["family"] = "qwen3"  # the only intended difference: the family's name
+    assert len(a["runs"]) == len(b["runs"]) > 0
+    for ra, rb in zip(a["runs"], b["runs"]):
+        assert ra == rb, ra["run_id"]
+    assert a == b
+
+
+@pytest.mark.parametrize("name", OTHERS)
+def test_other_families_derive_into_recipes_the_planner_accepts(tmp_path, name, capsys):
+    from scaling.plan import make_plan
+    from scaling.recipe import load_study
+
+    out = tmp_path / "families" / "newfam"
+    assert main(["recipe", "derive", "--family", "newfam", "--model", str(CONFIGS / name), "-o", str(out)]) == 0
+    sizes = [p.stem for p in out.glob("*.yaml") if p.stem != "family"]
+    assert len(sizes) == 1
+    data = yaml.safe_load((ROOT / "recipes" / "qwen3-ladder.yaml").read_text())
+    data["study"].update(family="newfam", sizes=sizes, name="newfam-study")
+    data.pop("sizes", None)  # the Qwen3-specific per-size block
+    data["eval"].pop("budgets")  # the method's budgets, cut by the derived size file to the model's context
+    recipe = tmp_path / "newfam.yaml"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    plan = make_plan(load_study(recipe))
+    train = plan.run(f"{sizes[0]}/train")
+    assert train.model.hf_id == str(CONFIGS / name)
+    assert train.train.learning_rate and train.resources.gpus_per_node > 0
+    assert max(plan.run(f"{sizes[0]}/eval-base").eval.budgets) <= train.model.max_position
+    assert main(["plan", str(recipe)]) == 0
+
+
+def test_derived_files_record_facts_thinking_and_the_rule_settings(tmp_path, hub_cache, capsys):
+    out = tmp_path / "fam"
+    models = ["Qwen/Qwen3-8B", "Qwen/Qwen3-4B-Instruct-2507", "Qwen/Qwen3-4B-Thinking-2507"]
+    assert derive_command("qwen3x", models, None, str(out)) == 0
+    fam = yaml.safe_load((out / "family.yaml").read_text())
+    assert fam["model"]["vocab_size"] == 151936 and fam["model"]["family"] == "qwen3x"
+    size = yaml.safe_load((out / "8b.yaml").read_text())
+    assert size["include"] == "family.yaml"
+    expected = {"size": "8b", "label": "8B", "hf_id": "Qwen/Qwen3-8B", "hidden_size": 4096}
+    assert {k: size["model"][k] for k in expected} == expected
+    instruct = yaml.safe_load((out / "4b_instruct_2507.yaml").read_text())
+    assert instruct["model"]["thinking"] == "none"
+    assert instruct["train"]["enable_thinking"] is False and instruct["eval"]["enable_thinking"] is False
+    assert instruct["eval"]["temperature"] == 0.7  # generation_config.json
+    thinking = yaml.safe_load((out / "4b_thinking_2507.yaml").read_text())
+    assert thinking["model"]["thinking"] == "always"
+    text = (out / "8b.yaml").read_text()
+    assert "# What scaling/rules.py derives" in text and "learning_rate" in text
+    printed = capsys.readouterr().out
+    assert "8.19B total" in printed and "4b_instruct_2507" in printed
+
+
+def test_a_family_without_thinking_notes_that_budgets_apply_to_the_whole_response(tmp_path, capsys):
+    out = tmp_path / "llama3"
+    assert derive_command("llama3", [str(CONFIGS / "Meta-Llama-3-8B")], None, str(out)) == 0
+    text = (out / "family.yaml").read_text()
+    assert "budgets apply to the whole response" in text
+    assert yaml.safe_load(text)["model"]["thinking"] == "none"
+    size = yaml.safe_load((out / "8b.yaml").read_text())
+    assert size["train"]["enable_thinking"] is False
+
+
+def test_refuses_to_overwrite_an_existing_directory_without_force(tmp_path, capsys):
+    out = tmp_path / "fam"
+    args = ["recipe", "derive", "--family", "fam", "--model", str(CONFIGS / "Mistral-7B-v0.1"), "-o", str(out)]
+    assert main(args) == 0
+    (out / "stale.yaml").write_text("model: {}\n")
+    assert main(args) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main(args + ["--force"]) == 0
+    assert not (out / "stale.yaml").exists() and (out / "7b_v0_1.yaml").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+BAD = ["bad-t5-encoder-decoder", "bad-unknown-architecture", "bad-heads-not-dividing", "bad-kv-heads-not-dividing",
+       "bad-experts-per-token", "bad-missing-key"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_unknown_or_inconsistent_configs_exit_2_with_one_line(tmp_path, name, capsys):
+    out = tmp_path / "fam"
+    assert main(["recipe", "derive", "--family", "fam", "--model", str(CONFIGS / name), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "config.json" in err
+    assert not out.exists()
+
+
+def test_refuses_bad_family_names_duplicate_sizes_and_missing_models(tmp_path, capsys):
+    m = str(CONFIGS / "Qwen3-8B")
+    assert main(["recipe", "derive", "--family", "Bad Name", "--model", m, "-o", str(tmp_path / "a")]) == 2
+    assert "family name" in capsys.readouterr().err
+    assert main(["recipe", "derive", "--family", "q", "--model", m, "--model", m, "-o", str(tmp_path / "b")]) == 2
+    assert "both map to size key '8b'" in capsys.readouterr().err
+    assert main(["recipe", "derive", "--family", "q", "--model", str(tmp_path / "nope"), "-o", str(tmp_path / "c")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_size_keys_and_labels_come_from_the_name_else_the_count():
+    assert size_key_and_label("Qwen3-0.6B", 596_000_000, 596_000_000, False) == ("0_6b", "0.6B")
+    assert size_key_and_label("Qwen3-30B-A3B-Thinking-2507", 30_500_000_000, 3_300_000_000, True) == (
+        "30b_a3b_thinking_2507", "30B-A3B-Thinking-2507")
+    assert size_key_and_label("Mixtral-8x7B-v0.1", 46_700_000_000, 12_900_000_000, True) == ("8x7b_v0_1", "8x7B-v0.1")
+    assert size_key_and_label("gemma-2-2b", 2_614_000_000, 2_614_000_000, False) == ("2b", "2B")
+    assert size_key_and_label("DeepSeek-V2-Lite", 15_706_000_000, 2_661_000_000, True) == ("16b_a2_7b", "16B-A2.7B")
+    assert size_key_and_label("Phi-3-mini-4k-instruct", 3_821_000_000, 3_821_000_000, False) == ("3_8b", "3.8B")
+
+
+def test_model_names_and_hub_ids_of_cache_snapshots():
+    snap = "/home/u/.cache/huggingface/hub/models--Qwen--Qwen3-8B/snapshots/abc123"
+    assert model_name(snap) == "Qwen3-8B" and hub_id(snap) == "Qwen/Qwen3-8B"
+    assert model_name("Qwen/Qwen3-8B") == "Qwen3-8B" and hub_id("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"
+    assert model_name("/models/my-llama/config.json") == "my-llama"
+
+
+def test_write_family_is_atomic_when_a_write_fails(tmp_path, monkeypatch):
+    import scaling.studydir as sd
+
+    out = tmp_path / "fam"
+    real = sd.atomic_write_text
+    calls = []
+
+    def flaky(path, text):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(path, text)
+
+    monkeypatch.setattr(sd, "atomic_write_text", flaky)
+    with pytest.raises(OSError):
+        write_family({"family.yaml": "model: {}\n", "8b.yaml": "include: family.yaml\n"}, out)
+    assert not out.exists() and not list(tmp_path.iterdir())
+    with pytest.raises(RecipeError, match="not a directory"):
+        (tmp_path / "file").write_text("x")
+        write_family({"family.yaml": ""}, tmp_path / "file")

@@ -1,0 +1,284 @@
+"""Launcher logic against an in-memory scheduler: order, afterok, arrays, preflight, dry-run,
+lock, status, resume, cancel, secrets. No subprocess, no Slurm."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.slurm.bodies (job entries)
+
+from scaling import launch as L  # noqa: E402
+from scaling import studydir as sd  # noqa: E402
+from scaling.errors import LaunchError  # noqa: E402
+from tests.slurm import bodies as B  # noqa: E402
+
+
+class FakeScheduler:
+    """A scheduler with afterok dependencies kept in memory; ``run_all`` plays the cluster."""
+
+    name = "fake"
+    handles_dependencies = True
+
+    def __init__(self, problems: list[str] | None = None):
+        self.problems = problems or []
+        self.submitted: list[dict[str, Any]] = []
+        self.state: dict[str, str] = {}
+        self.bodies: dict[str, L.JobBody] = {}
+        self.after: dict[str, list[str]] = {}
+        self.cancelled: list[str] = []
+        self._n = 100
+
+    def describe(self, job, *, items, after):
+        return {"executor": "fake", "sbatch": [f"#SBATCH --job-name={job.name}"] + (
+            [f"#SBATCH --dependency=afterok:{':'.join(after)}"] if after else [])}
+
+    def preflight(self, jobs):
+        return list(self.problems)
+
+    def submit(self, job, bodies, *, folder, after):
+        self._n += 1
+        ids = [f"{self._n}_{i}" if job.array else str(self._n) for i in range(len(bodies))]
+        for jid, body in zip(ids, bodies):
+            self.state[jid] = "pending"
+            self.bodies[jid] = pickle.loads(pickle.dumps(body))  # what a node would receive
+            self.after[jid] = list(after)
+        self.submitted.append({"run_id": job.run_id, "ids": ids, "after": list(after),
+                               "items": [b.item for b in bodies]})
+        return ids
+
+    def states(self, job_ids, folders):
+        return {j: {"state": self.state.get(j, "ended")} for j in job_ids}
+
+    def cancel(self, job_ids):
+        self.cancelled += job_ids
+        for j in job_ids:
+            self.state[j] = "cancelled"
+
+    def run_all(self):
+        """Run pending jobs whose dependencies succeeded (afterok), in waves; kill the rest."""
+        progress = True
+        while progress:
+            progress = False
+            for jid, st in list(self.state.items()):
+                if st != "pending":
+                    continue
+                deps = [d for a in self.after[jid] for d in self.state if d == a or d.split("_")[0] == a.split("_")[0]]
+                if any(self.state[d] in ("failed", "cancelled") for d in deps):
+                    self.state[jid] = "cancelled"  # kill-on-invalid-dep
+                    progress = True
+                    continue
+                if all(self.state[d] == "succeeded" for d in deps):
+                    try:
+                        self.bodies[jid]()
+                        self.state[jid] = "succeeded"
+                    except Exception:
+                        self.state[jid] = "failed"
+                    progress = True
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(B.REPO_ROOT))
+    return tmp_path / "runs"
+
+
+def _launch(plan, runs, ex, **kw):
+    return L.launch(B.FakeStudy(plan.study), plan, executor=ex, runs_dir=runs, poll_s=0.0, **kw)
+
+
+def test_launch_submits_in_dependency_order_with_afterok_ids(runs):
+    ex = FakeScheduler()
+    plan = B.small_study("s")
+    assert _launch(plan, runs, ex) == 0
+    order = [s["run_id"] for s in ex.submitted]
+    assert order.index("a/train") < order.index("a/eval-trained")
+    train_id = next(s["ids"][0] for s in ex.submitted if s["run_id"] == "a/train")
+    trained = next(s for s in ex.submitted if s["run_id"] == "a/eval-trained")
+    assert trained["after"] == [train_id] and trained["items"] == ["x", "y"]
+    assert next(s for s in ex.submitted if s["run_id"] == "a/eval-base")["after"] == []
+    m = sd.read_manifest(runs / "s")
+    assert m["runs"]["a/eval-trained"]["item_ids"] == dict(zip(["x", "y"], trained["ids"]))
+    for f in ("study.yaml", "plan.json", "a/train/run.yaml", "b/eval-trained/run.yaml"):
+        assert (runs / "s" / f).exists(), f
+
+
+def test_dry_run_submits_and_writes_nothing(runs, capsys):
+    ex = FakeScheduler()
+    assert _launch(B.small_study("s"), runs, ex, dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert ex.submitted == [] and not (runs / "s").exists()
+    assert "#SBATCH --job-name=s.a.train" in out and "nothing is submitted" in out
+    assert "#SBATCH --dependency=afterok:<a/train>" in out
+
+
+def test_preflight_lists_every_problem_and_submits_nothing(runs):
+    ex = FakeScheduler(problems=["a/train: asks 9 GPUs", "partition 'gpu' does not exist"])
+    with pytest.raises(LaunchError) as err:
+        _launch(B.small_study("s"), runs, ex)
+    msg = str(err.value)
+    assert "2 problem(s)" in msg and "(1) a/train: asks 9 GPUs" in msg and "(2) partition" in msg
+    assert "\n" not in msg and ex.submitted == []
+
+
+def test_bad_study_name_is_refused_before_anything_happens(runs):
+    ex = FakeScheduler()
+    with pytest.raises(LaunchError, match="not allowed"):
+        _launch(B.plan("../up", [B.job("a/train", "ok")]), runs, ex)
+    assert ex.submitted == [] and not runs.exists()
+
+
+def test_dependency_cycle_and_unknown_dependency_are_refused(runs):
+    cyc = B.plan("c", [B.job("a/x", "ok", after=["a/y"]), B.job("a/y", "ok", after=["a/x"])])
+    with pytest.raises(LaunchError, match="cycle"):
+        _launch(cyc, runs, FakeScheduler())
+    unknown = B.plan("u", [B.job("a/x", "ok", after=["a/nope"])])
+    with pytest.raises(LaunchError, match="not in the plan"):
+        _launch(unknown, runs, FakeScheduler())
+
+
+def test_second_launch_while_jobs_are_live_is_refused(runs):
+    ex = FakeScheduler()
+    plan = B.small_study("s")
+    _launch(plan, runs, ex)
+    n = len(ex.submitted)
+    with pytest.raises(LaunchError, match="already launched"):
+        _launch(plan, runs, ex)
+    assert len(ex.submitted) == n
+
+
+def test_launch_is_refused_while_another_process_holds_the_lock(runs):
+    (runs / "s").mkdir(parents=True)
+    (runs / "s" / ".lock").write_text(f'{{"pid": {os.getppid()}, "host": "{os.uname().nodename}", "since": 0, '
+                                      '"command": "launch"}')
+    ex = FakeScheduler()
+    with pytest.raises(LaunchError, match="locked"):
+        _launch(B.small_study("s"), runs, ex)
+    assert ex.submitted == []
+
+
+def test_relaunch_with_a_different_plan_is_refused(runs):
+    ex = FakeScheduler()
+    _launch(B.small_study("s"), runs, ex)
+    ex.run_all()
+    other = B.plan("s", [B.job("a/train", "ok")])
+    with pytest.raises(LaunchError, match="different plan"):
+        _launch(other, runs, ex)
+
+
+def test_resume_reruns_only_failed_items_and_never_done_runs(runs):
+    ex = FakeScheduler()
+    plan = B.plan("s", [B.job("a/train", "fail_first", study="s"),
+                        B.job("a/eval-trained", "item", after=["a/train"], array=["x", "y"], study="s"),
+                        B.job("a/eval-base", "item_fail_first", array=["good", "bad"], study="s"),
+                        B.job("b/train", "ok", study="s")])
+    _launch(plan, runs, ex)
+    ex.run_all()
+    states = L.refresh_states(runs / "s", sd.read_manifest(runs / "s"), ex)
+    assert states["a/train"]["state"] == "failed"
+    assert states["a/eval-trained"]["state"] == "blocked"
+    assert states["a/eval-base"]["state"] == "failed" and states["a/eval-base"]["items_done"] == 1
+    assert states["b/train"]["state"] == "done"
+    first = len(ex.submitted)
+    assert L.resume("s", runs_dir=runs, executor=ex, poll_s=0.0) == 0
+    again = ex.submitted[first:]
+    assert sorted(s["run_id"] for s in again) == ["a/eval-base", "a/eval-trained", "a/train"]
+    assert next(s for s in again if s["run_id"] == "a/eval-base")["items"] == ["bad"]
+    new_train = next(s for s in again if s["run_id"] == "a/train")["ids"]
+    assert next(s for s in again if s["run_id"] == "a/eval-trained")["after"] == new_train
+    ex.run_all()
+    states = L.refresh_states(runs / "s", sd.read_manifest(runs / "s"), ex)
+    assert all(s["state"] == "done" for s in states.values())
+    m = sd.read_manifest(runs / "s")
+    assert m["runs"]["b/train"]["attempts"] == 1 and m["runs"]["a/train"]["attempts"] == 2
+    # a finished study: resume submits nothing
+    n = len(ex.submitted)
+    L.resume("s", runs_dir=runs, executor=ex, poll_s=0.0)
+    assert len(ex.submitted) == n
+
+
+def test_a_job_that_returns_without_done_counts_as_failed(runs):
+    ex = FakeScheduler()
+    _launch(B.plan("s", [B.job("a/train", "no_done", study="s")]), runs, ex)
+    ex.run_all()
+    st = L.refresh_states(runs / "s", sd.read_manifest(runs / "s"), ex)["a/train"]
+    assert st["state"] == "failed" and "DONE" in st["detail"]
+
+
+def test_status_prints_the_truth(runs, capsys, monkeypatch):
+    ex = FakeScheduler()
+    _launch(B.plan("s", [B.job("a/train", "ok", study="s"), B.job("a/eval-base", "boom", study="s")]), runs, ex)
+    ex.run_all()
+    ex.state["999"] = "running"
+    sd.update_manifest(runs / "s", lambda m: m["runs"].__setitem__(
+        "c/train", {**sd.run_entry(runs / "s", "c/train"), "job_id": "999", "job": m["runs"]["a/train"]["job"]}))
+    monkeypatch.setattr(L, "_executor_for", lambda manifest, requested="auto": ex)  # status asks the fake
+    capsys.readouterr()
+    L.status("s", runs_dir=runs)
+    out = capsys.readouterr().out
+    assert "a/train" in out and "done" in out and "failed" in out and "running" in out
+    m = sd.read_manifest(runs / "s")
+    assert m["runs"]["a/eval-base"]["state"] == "failed" and m["runs"]["a/train"]["state"] == "done"
+
+
+def test_cancel_cancels_only_live_jobs(runs, monkeypatch):
+    ex = FakeScheduler()
+    _launch(B.plan("s", [B.job("a/train", "ok", study="s"), B.job("b/train", "ok", study="s")]), runs, ex)
+    ex.state[ex.submitted[0]["ids"][0]] = "succeeded"
+    monkeypatch.setattr(L, "_executor_for", lambda manifest, requested="auto": ex)
+    assert L.cancel("s", runs_dir=runs) == 0
+    assert ex.cancelled == ex.submitted[1]["ids"]
+    assert sd.read_manifest(runs / "s")["runs"]["b/train"]["state"] == "cancelled"
+
+
+def test_local_style_drive_runs_in_order_and_blocks_dependents_of_a_failure(runs):
+    plan = B.plan("d", [B.job("a/train", "boom", study="d"), B.job("a/eval-trained", "ok", after=["a/train"], study="d"),
+                        B.job("b/train", "ok", study="d"), B.job("b/eval", "item", array=["x", "y"], study="d")])
+    assert L.launch(B.FakeStudy("d"), plan, executor="debug", runs_dir=runs, poll_s=0.0) == 1
+    m = sd.read_manifest(runs / "d")
+    states = L.refresh_states(runs / "d", m, L.DebugExecutor())
+    assert states["b/train"]["state"] == "done" and states["b/eval"]["state"] == "done"
+    assert states["a/eval-trained"]["state"] == "blocked"
+    assert m["runs"]["a/eval-trained"]["attempts"] == 0
+    err = next((runs / "d" / "a" / "train" / "logs").glob("*.err")).read_text()
+    assert "this body always fails" in err
+
+
+def test_job_body_pickles_only_strings_and_calls_the_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
+    body = L.JobBody("tests.slurm.bodies:item", str(tmp_path / "a" / "eval" / "run.yaml"), "x")
+    blob = pickle.dumps(body)
+    assert b"hf_secret_value_123" not in blob
+    (tmp_path / "a" / "eval").mkdir(parents=True)
+    pickle.loads(blob)()
+    assert sd.is_done(tmp_path / "a" / "eval" / "x")
+    with pytest.raises(LaunchError, match="module:function"):
+        L.run_entry("no_colon", "x")
+
+
+def test_secrets_are_never_written_into_the_study(runs, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_TOPSECRET_abcdef")
+    monkeypatch.setenv("WANDB_API_KEY", "wandb_TOPSECRET_123456")
+    plan = B.small_study("sec")
+    assert L.launch(B.FakeStudy("sec"), plan, executor="debug", runs_dir=runs, poll_s=0.0) == 0
+    out = (runs / "sec" / "a" / "train" / "out.json").read_text()
+    assert '"secret_seen": true' in out  # the job saw the token through its environment
+    for path in (runs / "sec").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"TOPSECRET" not in data, path
+
+
+def test_auto_executor_is_local_without_sbatch(monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    ex = L.make_executor("auto", B.plan("s", [B.job("a/t", "ok")]).profile)
+    assert ex.name == "local" and not ex.handles_dependencies
+    with pytest.raises(LaunchError, match="unknown"):
+        L.make_executor("pbs", B.plan("s", []).profile)

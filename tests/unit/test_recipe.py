@@ -1,0 +1,165 @@
+"""Recipe loading: composition order, provenance, --set, --sizes, and the malformed-recipe corpus.
+
+Every ``tests/data/bad_recipes/*.yaml`` starts with ``# expect: <substring of the one-line
+error>`` (and optionally ``# args: <extra CLI arguments>``); one parametrised test runs
+``scaling check`` on it through ``scaling.cli.main`` and checks the message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from scaling.cli import main
+from scaling.errors import RecipeError
+from scaling.recipe import family_sizes, load_method, load_profile, load_study, size_key
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD = sorted((ROOT / "tests" / "data" / "bad_recipes").glob("*.yaml"))
+LADDER = ROOT / "recipes" / "qwen3-ladder.yaml"
+ART = ROOT / "recipes" / "art-paper.yaml"
+
+
+def _header(path: Path) -> tuple[str, list[str]]:
+    expect, args = "", []
+    for line in path.read_text().splitlines():
+        if line.startswith("# expect:"):
+            expect = line.removeprefix("# expect:").strip()
+        elif line.startswith("# args:"):
+            args = shlex.split(line.removeprefix("# args:"))
+    return expect, args
+
+
+def test_the_malformed_corpus_has_at_least_fifteen_cases():
+    assert len(BAD) >= 15
+    assert all(_header(p)[0] for p in BAD), "every bad recipe starts with '# expect: ...'"
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_malformed_recipe_gives_one_line_error_and_exit_2(path: Path, capsys):
+    expect, args = _header(path)
+    code = main(["check", str(path), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ")
+    assert expect in err, f"\nexpected: {expect}\ngot:      {err}"
+
+
+def test_layers_merge_in_order_and_provenance_names_each_file():
+    study = load_study(ART, sizes=["4b_instruct_2507"])
+    prov = study.size_provenance("4b_instruct_2507")
+    s = study.settings["4b_instruct_2507"]
+    assert s.model.hidden_size == 2560 and prov["model.hidden_size"] == "families/qwen3/4b.yaml"
+    assert s.model.thinking == "none" and prov["model.thinking"] == "families/qwen3/_instruct_2507.yaml"
+    assert s.model.hf_id == "Qwen/Qwen3-4B-Instruct-2507"
+    assert prov["model.hf_id"] == "families/qwen3/4b_instruct_2507.yaml"
+    assert prov["train.beta"] == "method/efficient_reasoning.yaml"
+    assert prov["train.learning_rate"] == "art-paper.yaml"
+    assert s.train.rollout_limit == 8192 and s.train.reward.target_length == 6144
+    assert prov["train.reward.target_length"] == "art-paper.yaml:sizes.4b_instruct_2507"
+    assert prov["train.reward.l1_alpha"] == "default"
+    assert s.eval.temperature == 0.7  # instruct sampling from the helper file
+    assert prov["model.params_total"] == "rule:count_params"
+
+
+def test_set_overrides_last_and_per_size():
+    study = load_study(LADDER, overrides=["sizes.8b.train.learning_rate=5e-7", "train.max_steps=50"],
+                       sizes=["0.6B", "8b"])
+    assert study.sizes == ["0_6b", "8b"]
+    assert study.settings["8b"].train.learning_rate == 5e-7
+    assert study.settings["0_6b"].train.learning_rate is None  # still the rule's to decide
+    assert study.provenance["sizes.8b.train.learning_rate"] == "--set"
+    assert all(study.settings[k].train.max_steps == 50 for k in study.sizes)
+    # a global --set beats a study's sizes.<key> block (--set is applied last)
+    study = load_study(LADDER, overrides=["train.rollout_limit=4096", "train.reward.target_length=4096"],
+                       sizes=["0_6b"])
+    assert study.settings["0_6b"].train.rollout_limit == 4096
+
+
+def test_sizes_accept_keys_and_labels_case_insensitively():
+    study = load_study(ART, sizes=["30B-A3B-Thinking-2507", "0.6b", "1_7B"])
+    assert study.sizes == ["0_6b", "1_7b", "30b_a3b_thinking_2507"]
+    assert size_key("4B-Instruct-2507") == "4b_instruct_2507"
+
+
+def test_profile_argument_replaces_the_recipes_profile():
+    study = load_study(LADDER, sizes=["0_6b"], profile="small_4x24gb")
+    assert study.profile.name == "small_4x24gb" and study.profile.gpu_mem_gb == 24
+
+
+def test_family_lists_every_qwen3_size_and_no_helper():
+    sizes = family_sizes(ROOT / "recipes" / "families" / "qwen3")
+    assert set(sizes) == {"0_6b", "1_7b", "4b", "8b", "14b", "32b", "30b_a3b", "4b_instruct_2507",
+                          "4b_thinking_2507", "30b_a3b_instruct_2507", "30b_a3b_thinking_2507"}
+
+
+@pytest.mark.parametrize("size, hidden, layers, heads, kv, inter, tied", [
+    ("0_6b", 1024, 28, 16, 8, 3072, True), ("1_7b", 2048, 28, 16, 8, 6144, True),
+    ("4b", 2560, 36, 32, 8, 9728, True), ("8b", 4096, 36, 32, 8, 12288, False),
+    ("14b", 5120, 40, 40, 8, 17408, False), ("32b", 5120, 64, 64, 8, 25600, False),
+])
+def test_dense_size_files_carry_the_config_json_facts(size, hidden, layers, heads, kv, inter, tied):
+    study = load_study(LADDER, overrides=[f"study.sizes=[{size}]"])
+    m = study.settings[size].model
+    assert (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.intermediate_size,
+            m.tie_embeddings, m.vocab_size) == (hidden, layers, heads, kv, 128, inter, tied, 151936)
+    assert m.max_position == 40960 and m.thinking == "hybrid"
+
+
+def test_moe_and_2507_variants_share_their_base_architecture():
+    study = load_study(ART, sizes=["30b_a3b_instruct_2507", "30b_a3b_thinking_2507", "4b_thinking_2507"])
+    for k in ("30b_a3b_instruct_2507", "30b_a3b_thinking_2507"):
+        m = study.settings[k].model
+        assert (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.num_experts, m.experts_per_token,
+                m.moe_intermediate_size, m.tie_embeddings) == (2048, 48, 32, 4, 128, 8, 768, False)
+        assert m.max_position == 262144
+        assert abs(m.params_active / 3.3e9 - 1) < 0.03 and abs(m.params_total / 30.5e9 - 1) < 0.02
+    assert study.settings["30b_a3b_instruct_2507"].model.thinking == "none"
+    assert study.settings["30b_a3b_thinking_2507"].model.thinking == "always"
+    assert study.settings["4b_thinking_2507"].model.hidden_size == 2560
+
+
+def test_to_yaml_records_config_provenance_and_code_version():
+    import yaml
+
+    study = load_study(LADDER, sizes=["8b"], overrides=["sizes.8b.train.max_steps=7"])
+    doc = yaml.safe_load(study.to_yaml())
+    assert doc["study"] == "qwen3-ladder" and doc["overrides"] == ["sizes.8b.train.max_steps=7"]
+    assert doc["config"]["sizes"]["8b"]["train"]["max_steps"] == 7
+    assert doc["provenance"]["sizes.8b.train.max_steps"] == "--set"
+    assert doc["code_version"]["package"]
+    assert doc["profile"]["name"] == "h100_8x80gb"
+
+
+def test_unknown_key_error_names_file_key_and_suggestion(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("include: [method/efficient_reasoning.yaml]\nstudy: {name: s, family: qwen3, sizes: [8b]}\n"
+                   "eval: {benchmarks: [aime25]}\nsizes:\n  8b: {train: {learing_rate: 1.0e-6}}\n")
+    with pytest.raises(RecipeError) as info:
+        load_study(bad)
+    assert "s.yaml: sizes.8b.train.learing_rate: unknown key in sizes.8b.train (did you mean learning_rate?)" in str(info.value)
+
+
+def test_profiles_load_and_cpu_profile_has_no_gpus():
+    for name in ("h100_8x80gb", "small_4x24gb", "local_cpu"):
+        prof = load_profile(name)
+        assert prof.name == name
+    assert load_profile("local_cpu").gpus_per_node == 0
+
+
+def test_load_method_returns_the_method_sections():
+    method = load_method()
+    assert method["train"]["num_generations"] == 24 and method["train"]["learning_rate"] is None
+    assert method["eval"]["budgets"] == [2048, 4096, 8192, 16384, 32768]
+
+
+def test_every_method_value_cites_its_source():
+    text = (ROOT / "recipes" / "method" / "efficient_reasoning.yaml").read_text()
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.endswith(":"):
+            continue
+        assert "#" in stripped, f"value without a cited source: {line}"
