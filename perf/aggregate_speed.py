@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from scaling.collect import collect, write_synthetic_study
     from scaling.fit import fit_trends
-    from scaling.metrics import compute_metrics, size_points
+    from scaling.metrics import METRIC_COLUMNS, compute_metrics, size_points
     from scaling.report import FIT_METRICS
 
     sizes = {"0_6b": (0.6e9, 0.6e9), "1_7b": (1.7e9, 1.7e9), "4b": (4e9, 4e9), "8b": (8e9, 8e9),
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generate: {time.perf_counter() - t:6.2f} s (not counted)")
         clock = lambda: (time.perf_counter(), time.process_time())  # noqa: E731
         c0 = clock()
-        st = collect(root)
+        st = collect(root, columns=METRIC_COLUMNS)
         c1 = clock()
         ms = compute_metrics(st.records, n_boot=args.n_boot)
         c2 = clock()

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,9 @@ def load_benchmark(name: str) -> BenchmarkSpec:
 
     Raises RecipeError naming the known benchmarks when the name is unknown, and naming the
     file and key when a YAML is malformed."""
+    if "://" in name:  # a generated set such as task://arith?split=test (scaling.task)
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.split("://", 1)[1]).strip("_.")[:80] or "task"
+        return BenchmarkSpec(name=safe, source=name, split="test")
     p = Path(name)
     if p.suffix in DATA_SUFFIXES:
         if not p.exists():

@@ -7,7 +7,7 @@
     scaling resume  STUDY [--wait]
     scaling cancel  STUDY
     scaling report  STUDY [STUDY ...] [--predict 70b] [-o DIR]
-    scaling recipe derive --family NAME --model ID_OR_PATH [--model ...] [-o FILE]
+    scaling recipe derive --family NAME --model ID_OR_PATH [--model ...] [-o DIR] [--force]
     scaling prefetch RECIPE
 
 Every stage is imported lazily inside its command, so `scaling --help` and `scaling plan`

@@ -12,8 +12,10 @@ still running, crashed, or was killed, and its rows are never trusted. Skipped d
 listed in ``StudyRecords.skipped`` so the report can say what is missing.
 
 Every file's ``schema_version`` is checked (``records.check_schema``). Files are read with
-pyarrow and concatenated; nothing here builds per-row Python objects, so ~3M rows take about a
-second. Model sizes come from the study's ``plan.json`` (each run's ``model.params_total`` /
+pyarrow and concatenated; nothing here builds per-row Python objects. The string columns of the
+records table come back *dictionary-encoded* (``dictionary<int32, string>``, one dictionary for
+the whole table): decoding 3M repeated strings is the slow part of reading, and metrics.py wants
+integer codes anyway. ``records.column("size").cast(pyarrow.string())`` gives plain strings. Model sizes come from the study's ``plan.json`` (each run's ``model.params_total`` /
 ``params_active``); a study without a plan falls back to parsing the size key (``8b``,
 ``30b_a3b``) and says so in ``StudyRecords.notes``.
 """
@@ -82,15 +84,12 @@ def resolve_study_dir(study: str | Path, runs_dir: str | Path = "runs") -> Path:
 
 
 def _is_done(d: Path) -> bool:
-    from . import studydir
+    from .studydir import is_done
 
-    fn = getattr(studydir, "is_done", None)
-    if fn is not None:
-        return bool(fn(d))
-    return (d / "DONE").is_file()  # studydir without is_done yet: the marker file itself
+    return bool(is_done(d))
 
 
-def _read(path: Path, cls: type, columns: list[str]) -> Any:
+def _read(path: Path, cls: type, columns: list[str], *, dictionary: bool) -> Any:
     import pyarrow.parquet as pq
 
     try:
@@ -102,18 +101,37 @@ def _read(path: Path, cls: type, columns: list[str]) -> Any:
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise RecordError(f"{path}: missing columns {missing}; rerun the job with this version of scaling")
+    if dictionary:
+        strings = [f.name for f in schema if f.name in columns and str(f.type) == "string"]
+        pf = pq.ParquetFile(path, read_dictionary=strings)
     return pf.read(columns=columns)
 
 
-def _concat(tables: list[Any], cls: type) -> Any:
+def _target_schema(cls: type, dictionary: bool) -> Any:
     import pyarrow as pa
 
     schema = arrow_schema(cls)
+    if not dictionary:
+        return schema
+    fields = [pa.field(f.name, pa.dictionary(pa.int32(), pa.string())) if f.type == pa.string() else f for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def _concat(tables: list[Any], cls: type, dictionary: bool = False, columns: list[str] | None = None) -> Any:
+    import pyarrow as pa
+
+    schema = _target_schema(cls, dictionary)
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
     if not tables:
         return schema.empty_table()
     plain = schema.remove_metadata()
-    cast = [t if t.schema.remove_metadata().equals(plain) else t.cast(plain) for t in tables]
-    return pa.concat_tables([t.replace_schema_metadata(None) for t in cast]).replace_schema_metadata(schema.metadata)
+    cast = [t.replace_schema_metadata(None) for t in tables]
+    cast = [t if t.schema.equals(plain) else t.cast(plain) for t in cast]
+    out = pa.concat_tables(cast)
+    if dictionary:
+        out = out.unify_dictionaries()
+    return out.replace_schema_metadata(schema.metadata)
 
 
 def size_facts_from_plan(plan_path: Path) -> dict[str, SizeFacts]:
@@ -141,10 +159,23 @@ def size_facts_from_plan(plan_path: Path) -> dict[str, SizeFacts]:
     return out
 
 
-def collect(study: str | Path, *, runs_dir: str | Path = "runs", progress: bool = False) -> StudyRecords:
-    """Read every marked records/signals file of a study (see module docstring)."""
+def collect(
+    study: str | Path,
+    *,
+    runs_dir: str | Path = "runs",
+    columns: list[str] | tuple[str, ...] | None = None,
+    progress: bool = False,
+) -> StudyRecords:
+    """Read every marked records/signals file of a study (see module docstring).
+    ``columns`` restricts the EvalRecord columns read (metrics.METRIC_COLUMNS is what
+    compute_metrics needs); default: all of them."""
     root = resolve_study_dir(study, runs_dir)
     eval_cols = [f.name for f in arrow_schema(EvalRecord)]
+    if columns is not None:
+        unknown = [c for c in columns if c not in eval_cols]
+        if unknown:
+            raise ValueError(f"unknown EvalRecord columns {unknown}; known: {eval_cols}")
+        eval_cols = [c for c in eval_cols if c in columns]
     sig_cols = [f.name for f in arrow_schema(TrainSignal)]
     skipped: list[str] = []
     notes: list[str] = []
@@ -154,14 +185,14 @@ def collect(study: str | Path, *, runs_dir: str | Path = "runs", progress: bool 
         if not _is_done(f.parent):
             skipped.append(str(f.parent.relative_to(root)))
             continue
-        rec_tables.append(_read(f, EvalRecord, eval_cols))
+        rec_tables.append(_read(f, EvalRecord, eval_cols, dictionary=True))
         if progress and (i + 1) % 20 == 0:
             print(f"collect: {root.name}: read {i + 1}/{len(rec_files)} records files", file=sys.stderr)
     for f in sorted(root.glob("*/train/signals.parquet")):
         if not _is_done(f.parent):
             skipped.append(str(f.parent.relative_to(root)))
             continue
-        sig_tables.append(_read(f, TrainSignal, sig_cols))
+        sig_tables.append(_read(f, TrainSignal, sig_cols, dictionary=False))
     # job dirs with a run.yaml but no output at all are missing too
     for d in sorted(root.glob("*/eval-*")) + sorted(root.glob("*/train")):
         if d.is_dir() and not any(d.glob("*/records.parquet")) and not (d / "signals.parquet").exists():
@@ -172,7 +203,7 @@ def collect(study: str | Path, *, runs_dir: str | Path = "runs", progress: bool 
     else:
         sizes = {}
         notes.append(f"{plan_path} not found: parameter counts parsed from size keys")
-    records = _concat(rec_tables, EvalRecord)
+    records = _concat(rec_tables, EvalRecord, dictionary=True, columns=eval_cols)
     signals = _concat(sig_tables, TrainSignal)
     import pyarrow.compute as pc
 
@@ -207,13 +238,9 @@ def collect(study: str | Path, *, runs_dir: str | Path = "runs", progress: bool 
 
 # ------------------------------------------------------------------- synthetic studies
 def _mark_done(d: Path, info: dict[str, Any]) -> None:
-    from . import studydir
+    from .studydir import mark_done
 
-    fn = getattr(studydir, "mark_done", None)
-    if fn is not None:
-        fn(d, info)
-    else:  # studydir without mark_done yet: the same marker, JSON, written atomically
-        studydir.atomic_write_text(d / "DONE", json.dumps(info))
+    mark_done(d, info)
 
 
 def _const(value: str, n: int) -> Any:

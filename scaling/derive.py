@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError
+from .errors import PlanError, RecipeError
 from .facts import (
     count_params,
     facts_from_config,
@@ -68,6 +68,8 @@ FAMILY_FIELDS = {
     "think_start": "thinking block opener (added token)",
     "think_end": "thinking block closer; the answer is graded on the text after it",
 }
+MLA_COMMENTS = {"num_kv_heads": "0 = MLA attention: the KV cache holds the compressed latent, not heads",
+                "head_dim": "MLA: qk_nope_head_dim + qk_rope_head_dim"}
 SIZE_FIELDS = {
     "hidden_size": "config.json hidden_size",
     "num_layers": "config.json num_hidden_layers",
@@ -86,6 +88,8 @@ SIZE_FIELDS = {
     "qk_nope_head_dim": "config.json qk_nope_head_dim",
     "v_head_dim": "config.json v_head_dim",
 }
+NO_TEMPLATE_NOTE = ("# Note: no chat template found (tokenizer_config.json missing or without one: a base model?); "
+                    "the jobs build prompts with the chat template, so use an instruct/chat checkpoint or add one.")
 PROBE_BENCHMARK = "math500"  # the evaluation layout shown in the comments is for one MATH-500 array task
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")  # generation_config.json -> eval.*
 _DEFAULTS = ModelFacts()
@@ -102,6 +106,7 @@ class DerivedSize:
     sampling: dict[str, Any]  # eval.temperature/top_p/top_k from generation_config.json
     settings: dict[str, Any]  # rules.derive_size_settings output (for display/comments)
     budgets: list[int] | None = None  # eval.budgets cut to the model's context (None: the method's fit)
+    chat_template: bool = True  # tokenizer_config.json has a chat template (base models often do not)
 
 
 # ---------------------------------------------------------------------------- naming
@@ -118,11 +123,14 @@ def model_name(id_or_path: str) -> str:
 
 
 def hub_id(id_or_path: str) -> str:
-    """The hf_id recorded in the facts: the hub id when known, else the path as given."""
+    """The hf_id recorded in the facts: the hub id when known, else the absolute local path (jobs
+    run from other directories)."""
     p = Path(id_or_path)
     for part in reversed(p.parts):
         if part.startswith("models--") and part.count("--") >= 2:
             return "/".join(part.split("--")[1:3])
+    if p.exists():
+        return str((p.parent if p.name == "config.json" else p).resolve())
     return str(id_or_path)
 
 
@@ -148,19 +156,21 @@ def size_key_and_label(name: str, total: int, active: int, moe: bool) -> tuple[s
 
 
 # --------------------------------------------------------------------------- deriving
-def derive_size(family: str, id_or_path: str) -> tuple[ModelFacts, dict[str, Any]]:
-    """Facts and recommended sampling of one model (no rules applied)."""
+def derive_size(family: str, id_or_path: str) -> tuple[ModelFacts, dict[str, Any], bool]:
+    """Facts, recommended sampling and whether a chat template exists, of one model (no rules)."""
     config = load_config(id_or_path)
     name = model_name(id_or_path)
     probe = facts_from_config(config, family=family, size="probe", label=name, hf_id=hub_id(id_or_path),
                               source=f"{id_or_path}/config.json")
     count = count_params(probe)
     key, label = size_key_and_label(name, count.total, count.active, probe.num_experts > 0)
-    think = thinking_facts(load_tokenizer_config(id_or_path))
+    tokenizer_config = load_tokenizer_config(id_or_path)
+    think = thinking_facts(tokenizer_config)
     facts = dataclasses.replace(probe, size=key, label=label, **think)
     gen = load_generation_config(id_or_path) or {}
-    sampling = {k: gen[k] for k in SAMPLING_KEYS if isinstance(gen.get(k), (int, float)) and not isinstance(gen.get(k), bool)}
-    return facts, sampling
+    sampling = {k: gen[k] for k in SAMPLING_KEYS
+                if isinstance(gen.get(k), (int, float)) and not isinstance(gen.get(k), bool)}
+    return facts, sampling, bool((tokenizer_config or {}).get("chat_template"))
 
 
 def _check_family_name(family: str) -> None:
@@ -177,16 +187,18 @@ def derive_family(family: str, models: list[str]) -> list[DerivedSize]:
     out: list[DerivedSize] = []
     seen: dict[str, str] = {}
     for source in models:
-        facts, sampling = derive_size(family, source)
+        facts, sampling, has_template = derive_size(family, source)
         if facts.size in seen:
             raise RecipeError(f"{source} and {seen[facts.size]} both map to size key {facts.size!r}; "
                               "derive them into separate families", key="--model")
         seen[facts.size] = source
-        out.append(DerivedSize(source=source, facts=facts, sampling=sampling, settings={}))
+        out.append(DerivedSize(source=source, facts=facts, sampling=sampling, settings={}, chat_template=has_template))
     return out
 
 
-def rule_settings(family: str, sizes: list[DerivedSize], files: dict[str, str], profile: str | None) -> tuple[list[DerivedSize], str]:
+def rule_settings(
+    family: str, sizes: list[DerivedSize], files: dict[str, str], profile: str | None
+) -> tuple[list[DerivedSize], str]:
     """Apply the planner's rules to the derived family exactly as a study would.
 
     Writes the family to a scratch ``families/<family>/`` beside a one-line study that includes
@@ -196,6 +208,8 @@ def rule_settings(family: str, sizes: list[DerivedSize], files: dict[str, str], 
     calls ``rules.derive_size_settings`` with each size's resolved settings: the planner's own
     code path, no second copy. Returns the sizes with ``settings`` filled and the profile name.
     """
+    import yaml
+
     from .recipe import load_study
     from .rules import derive_size_settings
     from .studydir import atomic_write_text
@@ -208,15 +222,16 @@ def rule_settings(family: str, sizes: list[DerivedSize], files: dict[str, str], 
                  "study": {"name": f"derive-{family}".replace("_", "-"), "family": family,
                            "sizes": [s.facts.size for s in sizes]},
                  "eval": {"benchmarks": [PROBE_BENCHMARK]}}
-        import yaml
-
         recipe = root / "derive.yaml"
         atomic_write_text(recipe, yaml.safe_dump(study, sort_keys=False))
         loaded = load_study(recipe, profile=profile)
         out = []
         for s in sizes:
             settings = loaded.settings[s.facts.size]
-            derived = derive_size_settings(settings.model, loaded.profile, settings)
+            try:
+                derived = derive_size_settings(settings.model, loaded.profile, settings)
+            except PlanError as err:  # e.g. too large for the profile: the facts still hold
+                derived = {"error": str(err)}
             fits = [b for b in settings.eval.budgets if b <= settings.model.max_position]
             budgets = fits if fits != list(settings.eval.budgets) and fits else None
             out.append(dataclasses.replace(s, facts=settings.model, settings=derived, budgets=budgets))
@@ -282,7 +297,8 @@ def render_family(family: str, sizes: list[DerivedSize], profile_name: str, comm
         "model:",
         _line("family", family),
     ]
-    lines += [_line(k, fam[k], FAMILY_FIELDS[k]) for k in FAMILY_FIELDS]
+    mla = MLA_COMMENTS if all(s.facts.kv_lora_rank for s in sizes) else {}
+    lines += [_line(k, fam[k], mla.get(k, FAMILY_FIELDS[k])) for k in FAMILY_FIELDS]
     lines += _mode_lines(fam["thinking"], fam_sampling)
     if thinking_none:
         lines.insert(4, "# No thinking block in the chat template: token budgets apply to the whole response.")
@@ -292,7 +308,9 @@ def render_family(family: str, sizes: list[DerivedSize], profile_name: str, comm
     return files
 
 
-def _mode_lines(thinking: str, sampling: dict[str, Any], *, base: tuple[str, dict[str, Any]] | None = None) -> list[str]:
+def _mode_lines(
+    thinking: str, sampling: dict[str, Any], *, base: tuple[str, dict[str, Any]] | None = None
+) -> list[str]:
     """train/eval blocks for the thinking switch and the recommended sampling (only what differs
     from ``base``, the family's values)."""
     base_thinking, base_sampling = base if base else ("hybrid", {})
@@ -321,13 +339,15 @@ def _render_size(s: DerivedSize, fam: dict[str, Any], fam_sampling: dict[str, An
         f"# {model_name(s.source)} ({kind}; {count.total / 1e9:.2f}B total, {count.active / 1e9:.2f}B active, "
         f"{count.non_embedding / 1e9:.2f}B non-embedding; thinking: {f.thinking}).",
         f"# Facts from {s.source} config.json (scaling recipe derive).",
+        *([] if s.chat_template else [NO_TEMPLATE_NOTE]),
         "include: family.yaml",
         "model:",
         _line("size", f.size),
         _line("label", f.label),
         _line("hf_id", f.hf_id),
     ]
-    lines += [_line(k, getattr(f, k), FAMILY_FIELDS[k]) for k in FAMILY_FIELDS if getattr(f, k) != fam[k]]
+    mla = MLA_COMMENTS if f.kv_lora_rank else {}
+    lines += [_line(k, getattr(f, k), mla.get(k, FAMILY_FIELDS[k])) for k in FAMILY_FIELDS if getattr(f, k) != fam[k]]
     for k, why in SIZE_FIELDS.items():
         v = getattr(f, k)
         if k in ("hidden_size", "num_layers", "num_heads", "intermediate_size") or v != getattr(_DEFAULTS, k):
@@ -345,6 +365,9 @@ def _settings_comment(settings: dict[str, Any], profile_name: str) -> list[str]:
     """The rules' output as commented YAML: what the planner will derive for this size."""
     if not settings:
         return []
+    if "error" in settings:
+        return ["", f"# The rules cannot plan this size on profile {profile_name} with the method defaults:",
+                f"#   {settings['error']}"]
     prov, reasons = settings.get("provenance", {}), settings.get("reasons", {})
     out = ["", f"# What scaling/rules.py derives for this size from the method defaults on profile {profile_name}.",
            "# The planner recomputes these at plan time (another profile or study gives other values);",
@@ -417,10 +440,15 @@ def derive_command(family: str, models: list[str], profile: str | None, out: str
     for s in sizes:
         c = count_params(s.facts)
         moe = f", {c.active / 1e9:.2f}B active" if s.facts.num_experts else ""
+        head = f"  {s.facts.size:<24} {c.total / 1e9:7.2f}B total{moe}; thinking {s.facts.thinking}; "
+        if "error" in s.settings:
+            print(head + f"warning: not plannable on {profile_name}: {s.settings['error']}")
+            continue
         tr = s.settings.get("train", {})
         res = s.settings.get("resources", {}).get("train", {})
-        print(f"  {s.facts.size:<24} {c.total / 1e9:7.2f}B total{moe}; thinking {s.facts.thinking}; "
-              f"lr {tr.get('learning_rate')}, {tr.get('finetune')}, L_R {tr.get('rollout_limit')}, "
+        print(head + f"lr {tr.get('learning_rate')}, {tr.get('finetune')}, L_R {tr.get('rollout_limit')}, "
               f"train {res.get('nodes')}x{res.get('gpus_per_node')} GPU, TP {res.get('tensor_parallel')}")
+        if not s.chat_template:
+            print(f"  {'':<24} note: no chat template found (base model?); the jobs need one to build prompts")
     print(f"use it in a study recipe with `study: {{family: {family}}}` (see docs/new-family.md)")
     return 0

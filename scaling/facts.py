@@ -16,7 +16,8 @@ What it does
       ``ModelFacts`` for the architectures we recognise and refuses the rest.
 
 How to run it
-    ``python -c "from scaling.facts import *; print(count_params(facts_from_config(load_config('tests/data/configs/qwen3-8b'), family='qwen3', size='8b', label='8B', hf_id='Qwen/Qwen3-8B')))"``
+    ``python -c "from scaling.facts import *; c = load_config('tests/data/configs/Qwen3-8B');``
+    ``print(count_params(facts_from_config(c, family='qwen3', size='8b', label='8B', hf_id='Qwen/Qwen3-8B')))"``
     or ``scaling recipe derive`` (``scaling/derive.py``), which uses this module.
 
 Conventions (where the papers are silent these are ours, stated here)
@@ -210,7 +211,8 @@ def resolve_facts(facts: ModelFacts) -> ModelFacts:
     f = facts
     for key in ("hidden_size", "num_layers", "num_heads", "vocab_size"):
         if getattr(f, key) <= 0:
-            raise _fail(f, key, f"must be a positive integer, got {getattr(f, key)}; copy it from the model's config.json")
+            raise _fail(f, key, f"must be a positive integer, got {getattr(f, key)}; "
+                        "copy it from the model's config.json")
     for key in ("num_kv_heads", "head_dim", "intermediate_size", "num_experts", "experts_per_token",
                 "moe_intermediate_size", "shared_experts", "shared_intermediate_size", "dense_layers",
                 "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"):
@@ -518,7 +520,8 @@ def facts_from_config(
     else:  # deepseek_v2 / deepseek_v3: MLA attention + shared experts + leading dense layers
         if g("moe_layer_freq", default=1) != 1:
             raise RecipeError("moe_layer_freq != 1 is not supported (every layer after "
-                              "first_k_dense_replace must be MoE); write the facts by hand", path=src, key="moe_layer_freq")
+                              "first_k_dense_replace must be MoE); write the facts by hand",
+                              path=src, key="moe_layer_freq")
         fields.update(
             intermediate_size=g("intermediate_size"), moe_intermediate_size=g("moe_intermediate_size"),
             num_experts=g("n_routed_experts"), experts_per_token=g("num_experts_per_tok"),

@@ -80,7 +80,7 @@ class Executor(Protocol):
     name: str
     handles_dependencies: bool
 
-    def describe(self, job: JobSpec, *, items: list[str], after: list[str]) -> dict[str, Any]: ...
+    def describe(self, job: JobSpec, *, items: list[str], after: list[str], folder: Path) -> dict[str, Any]: ...
 
     def preflight(self, jobs: list[JobSpec]) -> list[str]: ...
 
@@ -105,7 +105,7 @@ class DebugExecutor:
         self._states: dict[str, str] = {}
         self._n = 0
 
-    def describe(self, job: JobSpec, *, items: list[str], after: list[str]) -> dict[str, Any]:
+    def describe(self, job: JobSpec, *, items: list[str], after: list[str], folder: Path) -> dict[str, Any]:
         return {"executor": "debug", "items": list(items)}
 
     def preflight(self, jobs: list[JobSpec]) -> list[str]:
@@ -405,7 +405,8 @@ def _print_dry_run(sdir: Path, plan: Plan, ex: Executor) -> None:
     ids = {j.run_id: f"<{j.run_id}>" for j in plan.jobs}
     for job in topo_order(plan.jobs):
         done = sd.run_is_done(sdir, job.run_id, job.array) if sdir.exists() else False
-        desc = ex.describe(job, items=list(job.array), after=[ids[a] for a in job.after])
+        desc = ex.describe(job, items=list(job.array), after=[ids[a] for a in job.after],
+                           folder=sd.run_dir(sdir, job.run_id) / sd.LOGS)
         head = f"{job.run_id}  {job.name}  entry={job.entry}"
         if job.after:
             head += f"  after={','.join(job.after)}"

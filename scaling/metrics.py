@@ -59,6 +59,8 @@ BOOTSTRAPPED = (
 )
 CURVE_METRICS = ("accuracy_auc",)  # per (size, checkpoint, benchmark), budget_tokens = 0
 DELTA_METRICS = ("accuracy_change", "length_reduction_frac")  # arm "<ckpt>_vs_base"
+# the EvalRecord columns compute_metrics reads (collect(..., columns=METRIC_COLUMNS))
+METRIC_COLUMNS = ("size", "checkpoint", "benchmark", "problem_id", "budget_tokens", "response_tokens", "correct", "finished")
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,19 @@ class MetricSet:
 
 def _codes(table: Any, name: str, *, sort: bool = True) -> tuple[np.ndarray, list[Any]]:
     """Integer codes of a column and the distinct values (sorted, so codes are deterministic)."""
-    col = table.column(name).combine_chunks()
-    enc = col.dictionary_encode()
-    idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    values = enc.dictionary.to_pylist()
+    import pyarrow as pa
+
+    col = table.column(name)
+    if pa.types.is_dictionary(col.type) and col.num_chunks:
+        col = col.unify_dictionaries() if hasattr(col, "unify_dictionaries") else pa.chunked_array(
+            pa.Table.from_arrays([col], [name]).unify_dictionaries().column(0).chunks, col.type
+        )
+        values = col.chunk(0).dictionary.to_pylist()
+        idx = np.concatenate([ch.indices.to_numpy(zero_copy_only=False) for ch in col.chunks]).astype(np.int64)
+    else:
+        enc = col.combine_chunks().dictionary_encode()
+        idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        values = enc.dictionary.to_pylist()
     if not sort:
         return idx, values
     order = np.argsort(np.array(values, dtype=object), kind="stable")

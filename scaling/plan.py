@@ -68,7 +68,7 @@ def job_name(study: str, run_id: str) -> str:
 def _apply(obj: Any, values: dict[str, Any]) -> Any:
     """A copy of dataclass ``obj`` with ``values`` (nested dicts for nested dataclasses) set,
     enum fields converted from their plain values."""
-    hints = typing.get_type_hints(type(obj))
+    hints = _hints(type(obj))
     changes: dict[str, Any] = {}
     for key, value in values.items():
         current = getattr(obj, key)
@@ -80,6 +80,15 @@ def _apply(obj: Any, values: dict[str, Any]) -> Any:
             value = tp(value)
         changes[key] = value
     return dataclasses.replace(obj, **changes)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _unwrap(tp: Any) -> Any:
@@ -391,7 +400,7 @@ def _build(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise PlanError(f"plan.json: {where}: expected an object for {tp.__name__}; re-run scaling plan --json")
-        hints = typing.get_type_hints(tp)
+        hints = _hints(tp)
         unknown = set(value) - set(hints)
         if unknown:
             raise PlanError(f"plan.json: {where}: unknown keys {sorted(unknown)} for {tp.__name__}; re-plan with this version")

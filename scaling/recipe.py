@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import enum
 import os
 import re
 import types
@@ -278,6 +279,69 @@ def _check_keys(data: Any, cls: type, prefix: str, src: str) -> None:
                     _check_keys({} if vv is None else vv, vt, f"{key}.{kk}", src)
 
 
+class _Slow(Exception):
+    """The fast path cannot decide: let omegaconf validate (and convert, or explain the error)."""
+
+
+def _fast(tp: Any, v: Any) -> Any:
+    """Build ``tp`` from plain data when every value already has exactly the declared type.
+
+    A shortcut, not a second validator: it accepts only what omegaconf accepts unchanged
+    (ints for int, ints/floats for float, enum values, lists, nested mappings) and raises
+    ``_Slow`` for everything else (strings to convert, None in a required field, bad values),
+    so omegaconf's structured merge still decides every case that needs a decision."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if v is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _fast(inner[0], v)
+        raise _Slow
+    if v is None:
+        raise _Slow
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(v, dict):
+            raise _Slow
+        hints = _hints(tp)
+        if any(k not in hints for k in v):
+            raise _Slow
+        return tp(**{k: _fast(hints[k], x) for k, x in v.items()})
+    if origin is list:
+        if not isinstance(v, list):
+            raise _Slow
+        (item,) = typing.get_args(tp)
+        return [_fast(item, x) for x in v]
+    if origin is dict:
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise _Slow
+        item = typing.get_args(tp)[1]
+        return {k: _fast(item, x) for k, x in v.items()}
+    if tp is Any:
+        return copy.deepcopy(v)
+    if tp in (bool, int, str) and type(v) is tp:
+        return v
+    if tp is float and type(v) in (int, float):
+        return float(v)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(v, tp):
+            return v
+        if type(v) is str and v in tp._value2member_map_:
+            return tp(v)
+    raise _Slow
+
+
+def _structured(cls: type, data: dict[str, Any]) -> Any:
+    """``data`` validated into ``cls`` through omegaconf structured configs (fast path first)."""
+    try:
+        return _fast(cls, data)
+    except _Slow:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), data))
+
+
 def _merge(dst: dict, src: dict, prov: dict[str, str], source: str, prefix: str = "") -> None:
     """Deep-merge ``src`` into ``dst`` (later wins), recording ``source`` for every leaf set.
     Lists and scalars are leaves; a mapping replaces nothing, it merges key by key."""
@@ -423,9 +487,11 @@ def family_sizes(family_dir: Path) -> list[str]:
 
 def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``--set`` items (omegaconf dotlist) -> one nested mapping, with clear syntax errors."""
+    merged: dict[str, Any] = {}
+    if not overrides:
+        return merged
     from omegaconf import OmegaConf
 
-    merged: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"--set {item!r}: expected KEY=VALUE (e.g. train.learning_rate=5e-7)", path="--set")
@@ -455,8 +521,6 @@ def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 def load_profile(name_or_path: str, *, src: str = "study.profile") -> ClusterProfile:
     """A cluster profile by name (``slurm/profiles/<name>.yaml``) or path, validated."""
-    from omegaconf import OmegaConf
-
     raw = str(name_or_path)
     path = Path(raw).expanduser()
     if not (raw.endswith((".yaml", ".yml")) or "/" in raw):
@@ -470,7 +534,7 @@ def load_profile(name_or_path: str, *, src: str = "study.profile") -> ClusterPro
     shown = _display(path)
     _check_keys(data, ClusterProfile, "", shown)
     try:
-        prof = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ClusterProfile), data))
+        prof = _structured(ClusterProfile, data)
     except Exception as err:
         raise _omegaconf_error(err, {}, shown) from None
     for key in ("gpus_per_node", "max_nodes", "max_time_min", "cpus_per_node", "mem_per_node_gb"):
@@ -589,8 +653,6 @@ def load_study(
     label (``0.6B``); ``profile``: a cluster profile name or path replacing ``study.profile``.
     Raises ``RecipeError`` (one line: file, key, fix) on any mistake.
     """
-    from omegaconf import OmegaConf
-
     study_path = Path(path).expanduser()
     if not study_path.is_file():
         raise RecipeError("recipe file not found; check the path (e.g. recipes/qwen3-ladder.yaml)", path=str(path))
@@ -610,9 +672,7 @@ def load_study(
     shown_of = {layer.prov: layer.shown for layer in chain}
     shown_of["--set"] = "--set"
     try:
-        st: StudySettings = OmegaConf.to_object(
-            OmegaConf.merge(OmegaConf.structured(StudySettings), study_raw.get("study", {}))
-        )
+        st: StudySettings = _structured(StudySettings, study_raw.get("study", {}))
     except Exception as err:
         e = _omegaconf_error(err, {k.removeprefix("study."): v for k, v in prov.items()}, top.prov, "study.")
         raise RecipeError(e.reason, path=shown_of.get(e.path or "", e.path), key=e.key) from None
@@ -664,7 +724,6 @@ def load_study(
     provenance: dict[str, str] = {f"{k}": v for k, v in prov.items()}
     settings: dict[str, SizeSettings] = {}
     sources = [layer.prov for layer in chain[:-1]]
-    struct = OmegaConf.structured(SizeSettings)
     for k in selected:
         fam_chain = loader.chain(fam_dir / f"{k}.yaml", SizeFile)
         for layer in fam_chain:
@@ -693,7 +752,7 @@ def load_study(
         sprov.setdefault("model.size", _prov_name(fam_dir / f"{k}.yaml"))
         sprov.setdefault("model.family", top.prov)
         try:
-            obj: SizeSettings = OmegaConf.to_object(OmegaConf.merge(struct, merged))
+            obj: SizeSettings = _structured(SizeSettings, merged)
         except Exception as err:
             e = _omegaconf_error(err, sprov, top.prov, f"sizes.{k}.")
             raise RecipeError(e.reason, path=shown_of.get(e.path or "", e.path), key=e.key) from None

@@ -92,11 +92,11 @@ def analyse(
     """collect -> metrics -> fits -> phases/alerts for one study."""
     from .collect import collect
     from .fit import fit_trends, parse_size, predict as fit_predict
-    from .metrics import compute_metrics, size_points
+    from .metrics import METRIC_COLUMNS, compute_metrics, size_points
     from .signals import find_alerts, split_phases
 
     t0 = time.perf_counter()
-    st = collect(study, runs_dir=runs_dir, progress=progress)
+    st = collect(study, runs_dir=runs_dir, columns=METRIC_COLUMNS, progress=progress)
     ms = compute_metrics(st.records, n_boot=n_boot, level=level, progress=progress)
     if progress:
         _log(f"{st.name}: metrics for {len(ms.metrics)} groups ({time.perf_counter() - t0:.1f} s)")
@@ -243,7 +243,8 @@ def _fig_size_trends(ans: list[StudyAnalysis], bench: str, predict: Sequence[str
                 for p, n in zip(predict, pred_n):
                     pv, plo, phi = fit_predict(f, n)
                     ax.errorbar([n], [pv], yerr=[[pv - plo], [phi - pv]], fmt="*", color=color, ms=10, capsize=4)
-                    ax.annotate(p, (n, pv), textcoords="offset points", xytext=(5, 5), fontsize=7)
+                    if si == 0 and j == 0:
+                        ax.annotate(p, (n, pv), textcoords="offset points", xytext=(5, 5), fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel(f"parameters ({ans[0].convention})")
         ax.set_title(f"{bench}: {title}", fontsize=9)

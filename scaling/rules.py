@@ -53,9 +53,11 @@ VLLM_COLOCATE_MEM_FRAC = 0.30  # TRL GRPOConfig.vllm_gpu_memory_utilization defa
 VLLM_SERVER_MEM_FRAC = 0.90  # vLLM's own gpu_memory_utilization default (server, evaluation)
 ROLLOUT_MIN_SEQS = 4  # labelled default: the rollout engine must hold 4 sequences at L_R at once (vLLM needs 1; 4 keeps decoding batched)
 EVAL_MIN_SEQS = 8  # labelled default: evaluation must hold k=8 sequences at the largest budget at once
-LOGITS_BYTES_PER_VOCAB = 6  # labelled default: bf16 logits (2) + fp32 log-softmax chunk (4) per vocab entry per token
+LOGITS_BYTES_PER_VOCAB = 4  # fp32 logits of one tile: TRL 1.16 scores completions with a fused, tiled LM head
+LOGITS_TILE_TOKENS = 4096  # TRL kernels/chunked_logprob.py TOKEN_CHUNK_SIZE: tokens per projection tile
 ACT_BYTES_PER_HIDDEN = 34  # labelled default: one recomputed layer's activations ~34 bytes x hidden per token (Korthikanti et al. 2022, arXiv 2205.05198, no sequence parallel)
 GEN_UTILISATION = 0.10  # labelled default: decode-heavy vLLM generation reaches ~10% of bf16 peak
+GEN_UTILISATION_TRANSFORMERS = 0.01  # labelled default: transformers generate() on a sharded training model, ~1% of peak
 TRAIN_UTILISATION = 0.30  # labelled default: fwd+bwd with gradient checkpointing and ZeRO reaches ~30% MFU
 CPU_GFLOPS_PER_CORE = 10.0  # labelled default: effective fp32 matmul throughput of one CPU core (tiny models)
 MEAN_ROLLOUT_FRAC = 0.60  # labelled default: mean rollout length / L_R over training (starts near L_R, falls toward L_T)
@@ -73,6 +75,32 @@ BENCHMARK_PROBLEMS = {"aime24": 30, "aime25": 30, "amc": 83, "amc23": 40, "math5
                       "olympiadbench": 675, "gpqa_diamond": 198, "gsm8k": 1319}
 
 
+# ------------------------------------------------------------------- cached fact queries
+_MEMO: dict[tuple, Any] = {}
+
+
+def _facts_key(facts: ModelFacts) -> tuple:
+    return tuple(getattr(facts, f.name) for f in dataclasses.fields(facts))
+
+
+def _count(facts: ModelFacts) -> ParamCount:
+    """facts.count_params, memoised (the layout search asks many times for the same model)."""
+    key = ("count", _facts_key(facts))
+    if key not in _MEMO:
+        _MEMO[key] = count_params(facts)
+    return _MEMO[key]
+
+
+def _memory(facts: ModelFacts, **kw: Any) -> Any:
+    """facts.memory_gb, memoised on the facts and the arguments."""
+    key = ("memory", _facts_key(facts), tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kw.items())))
+    if key not in _MEMO:
+        if len(_MEMO) > 4096:
+            _MEMO.clear()
+        _MEMO[key] = memory_gb(facts, **kw)
+    return _MEMO[key]
+
+
 # ------------------------------------------------------------------------ setting rules
 def _round_tokens(n: float) -> int:
     return max(TOKEN_ROUNDING, int(n) // TOKEN_ROUNDING * TOKEN_ROUNDING)
@@ -83,7 +111,7 @@ def lr_by_size(facts: ModelFacts, finetune: Finetune) -> float:
     30B-A3B, so full FT up to Art's largest model gets 1e-6. Beyond it (not in Art) we scale by
     sqrt(30.5e9 / params_total), the usual "larger models need smaller steps" heuristic,
     labelled as ours. LoRA multiplies by LORA_LR_MULTIPLIER (10x, LoRA Without Regret)."""
-    total = facts.params_total or count_params(facts).total
+    total = facts.params_total or _count(facts).total
     lr = ART_LEARNING_RATE * min(1.0, math.sqrt(ART_LARGEST_PARAMS / total))
     if Finetune(finetune) is Finetune.lora:
         lr *= LORA_LR_MULTIPLIER
@@ -114,7 +142,7 @@ def prompts_per_step(facts: ModelFacts) -> int:
     """Prompts per rollout batch. Art used 128 for Qwen3-0.6B and 1.7B and 32 for both 4B runs
     (larger models cost more per rollout); we extend the pattern: < 3B total params -> 128,
     otherwise 32 (8B, 14B, 32B and 30B-A3B are not stated by Art: labelled extension)."""
-    total = facts.params_total or count_params(facts).total
+    total = facts.params_total or _count(facts).total
     return ART_SMALL_PROMPTS if total < ART_SMALL_MAX_PARAMS else ART_LARGE_PROMPTS
 
 
@@ -152,7 +180,7 @@ def inference_tp(
     ``min_seqs`` sequences of ``seq_tokens`` fits ``mem_frac`` of a GPU (vLLM preallocates that
     fraction). None when no TP up to ``max_tp`` fits. Used for rollouts (rule:rollout_tp),
     evaluation (rule:eval_tp) and curation."""
-    weights = memory_gb(facts, finetune="inference").weights_gb
+    weights = _memory(facts, finetune="inference").weights_gb
     kv = kv_cache_bytes_per_token(facts) * seq_tokens * min_seqs / GIB
     for t in tp_candidates(facts, max_tp):
         if (weights + kv) / t <= gpu_mem_gb * mem_frac:
@@ -163,12 +191,12 @@ def inference_tp(
 def activation_gb(facts: ModelFacts, *, seq_tokens: int, per_device_batch: int) -> float:
     """Activations of one micro-batch with gradient checkpointing: the checkpointed layer inputs
     (2 bytes x hidden per token per layer), one recomputed layer (ACT_BYTES_PER_HIDDEN x hidden
-    per token, arXiv 2205.05198) and the logits of the sequence (LOGITS_BYTES_PER_VOCAB x vocab
-    per token), all per sequence times the micro-batch."""
+    per token, arXiv 2205.05198) and one tile of fp32 logits (TRL's fused LM head never
+    materialises the whole (tokens, vocab) logits: LOGITS_TILE_TOKENS x vocab x 4 bytes)."""
     tokens = seq_tokens * per_device_batch
     ckpt = 2 * facts.hidden_size * facts.num_layers * tokens
     layer = ACT_BYTES_PER_HIDDEN * facts.hidden_size * tokens
-    logits = LOGITS_BYTES_PER_VOCAB * facts.vocab_size * tokens
+    logits = LOGITS_BYTES_PER_VOCAB * facts.vocab_size * min(tokens, LOGITS_TILE_TOKENS)
     return (ckpt + layer + logits) / GIB
 
 
@@ -177,8 +205,8 @@ def train_memory_gb(
     per_device_batch: int, lora_rank: int, lora_targets: list[str],
 ) -> float:
     """Per-GPU training memory: model states (facts.memory_gb) + activations (activation_gb)."""
-    states = memory_gb(facts, finetune=finetune, zero_stage=zero_stage, num_gpus=num_gpus,
-                       lora_rank=lora_rank, lora_targets=lora_targets).total_gb
+    states = _memory(facts, finetune=Finetune(finetune), zero_stage=zero_stage, num_gpus=num_gpus,
+                     lora_rank=lora_rank, lora_targets=list(lora_targets)).total_gb
     return states + activation_gb(facts, seq_tokens=seq_tokens, per_device_batch=per_device_batch)
 
 
@@ -187,7 +215,7 @@ def forward_flops_per_token(facts: ModelFacts, context: float) -> float:
     """Forward FLOPs per token: 2 x active weights touched by the token (embedding lookup free,
     output head counted) + attention scores and values over ``context`` earlier tokens
     (4 x layers x heads x head_dim x context)."""
-    pc: ParamCount = count_params(facts)
+    pc: ParamCount = _count(facts)
     head = facts.vocab_size * facts.hidden_size
     matmul = 2 * (pc.active - pc.embedding + head)
     attn = 4 * facts.num_layers * facts.num_heads * (facts.head_dim or facts.hidden_size // facts.num_heads) * context
@@ -204,6 +232,7 @@ def _throughput(profile: ClusterProfile, gpus: int, utilisation: float) -> float
 def train_hours(
     facts: ModelFacts, profile: ClusterProfile, *, gen_gpus: int, train_gpus: int, prompts: int,
     generations: int, rollout_limit: int, prompt_tokens: int, max_steps: int, beta: float,
+    gen_utilisation: float = GEN_UTILISATION,
 ) -> float:
     """Estimated training wall time: per step, generate prompts x N rollouts of mean length
     MEAN_ROLLOUT_FRAC x L_R (decode at GEN_UTILISATION), then forward+backward with gradient
@@ -211,7 +240,7 @@ def train_hours(
     completion = MEAN_ROLLOUT_FRAC * rollout_limit
     tokens = prompts * generations * (completion + prompt_tokens)
     f = forward_flops_per_token(facts, context=prompt_tokens + completion / 2)
-    gen_s = prompts * generations * completion * f / _throughput(profile, gen_gpus, GEN_UTILISATION)
+    gen_s = prompts * generations * completion * f / _throughput(profile, gen_gpus, gen_utilisation)
     passes = 4 + (1 if beta > 0 else 0)
     train_s = tokens * f * passes / _throughput(profile, train_gpus, TRAIN_UTILISATION)
     return max_steps * (gen_s + train_s) / 3600
@@ -279,7 +308,8 @@ def train_layout(facts: ModelFacts, profile: ClusterProfile, t: Any, fixed: dict
 
     Order of preference (first that fits): full fine-tuning (Art) before LoRA; ZeRO 0, 2, 3
     (least communication first); colocated vLLM (TRL's default, no idle GPUs) before a
-    dedicated server; the fewest GPUs whose estimated training time is within
+    dedicated server, and transformers generation (``none``, slow) only when no engine fits
+    beside the training state; the fewest GPUs whose estimated training time is within
     TARGET_TRAIN_HOURS, else the most GPUs that fit (profile.max_nodes). "Fits" means model
     states + activations (+ the colocated engine's VLLM_COLOCATE_MEM_FRAC) <= USABLE_MEM_FRAC of
     a GPU. ``fixed`` holds the values the recipe set (finetune, zero_stage, vllm_mode, gpus,
@@ -308,7 +338,10 @@ def train_layout(facts: ModelFacts, profile: ClusterProfile, t: Any, fixed: dict
     usable = profile.gpu_mem_gb * USABLE_MEM_FRAC
     counts = [fixed["gpus"]] if fixed.get("gpus") else gpu_counts(profile)
     zeros = [fixed["zero_stage"]] if fixed.get("zero_stage") is not None else [0, 2, 3]
-    modes = [VllmMode(fixed["vllm_mode"])] if fixed.get("vllm_mode") else [VllmMode.colocate, VllmMode.server]
+    # vLLM colocated (TRL's default) or as a server; transformers generation (none) only as the
+    # last resort: the model fits for training but not beside an inference engine
+    modes = ([VllmMode(fixed["vllm_mode"])] if fixed.get("vllm_mode")
+             else [VllmMode.colocate, VllmMode.server, VllmMode.none])
 
     def rollout_engine(mode: VllmMode, g: int) -> tuple[int, int, float] | None:
         """(rollout TP, training GPUs, per-GPU training budget) of ``mode`` on ``g`` GPUs."""
@@ -350,8 +383,10 @@ def train_layout(facts: ModelFacts, profile: ClusterProfile, t: Any, fixed: dict
                 mem = train_memory_gb(facts, finetune=ft, zero_stage=z, num_gpus=train_gpus, seq_tokens=seq,
                                       per_device_batch=mb, lora_rank=t.lora_rank, lora_targets=targets)
                 if mem <= budget:
-                    gen_gpus = g if mode is VllmMode.colocate else tp
-                    hours = train_hours(facts, profile, gen_gpus=gen_gpus, train_gpus=train_gpus, **common)
+                    gen_gpus = tp if mode is VllmMode.server else g
+                    util = GEN_UTILISATION_TRANSFORMERS if mode is VllmMode.none else GEN_UTILISATION
+                    hours = train_hours(facts, profile, gen_gpus=gen_gpus, train_gpus=train_gpus,
+                                        gen_utilisation=util, **common)
                     reason = (f"{ft.value} fine-tuning, ZeRO-{z}, {mb} seq/GPU: {mem:.1f} of {budget:.1f} GB per GPU "
                               f"on {g} GPU(s); vLLM {mode.value} TP {tp}; est. {hours:.1f} h")
                     return TrainLayout(ft, z, mode, g, tp, mb, mem, hours, reason)
@@ -372,9 +407,15 @@ def train_layout(facts: ModelFacts, profile: ClusterProfile, t: Any, fixed: dict
         if best is not None:
             return dataclasses.replace(best, reason=best.reason + f" (over the {TARGET_TRAIN_HOURS:.0f} h target "
                                        "with the most GPUs the profile allows; requeues past the time limit)")
+    most = max(counts)
+    full = train_memory_gb(facts, finetune=Finetune.full, zero_stage=3, num_gpus=most, seq_tokens=seq,
+                           per_device_batch=1, lora_rank=t.lora_rank, lora_targets=targets)
+    lora = train_memory_gb(facts, finetune=Finetune.lora, zero_stage=2, num_gpus=most, seq_tokens=seq,
+                           per_device_batch=1, lora_rank=t.lora_rank, lora_targets=targets)
     raise PlanError(f"{facts.size}: training does not fit profile {profile.name} ({profile.gpus_per_node}x"
-                    f"{profile.gpu_mem_gb:g} GB, max_nodes {profile.max_nodes}) even with LoRA; use a profile with "
-                    "more GPU memory or nodes, or lower train.rollout_limit")
+                    f"{profile.gpu_mem_gb:g} GB, max_nodes {profile.max_nodes}): at best {full:.1f} GB per GPU "
+                    f"(full, ZeRO-3 over {most} GPUs) or {lora:.1f} GB (LoRA, ZeRO-2) against {usable:.1f} GB usable; "
+                    "use a profile with more GPU memory or nodes, or lower train.rollout_limit")
 
 
 # ------------------------------------------------------------------------ entry point
@@ -389,14 +430,12 @@ def _get(cfg: Any, dotted: str) -> Any:
 
 def _typed(cfg: Any) -> Any:
     """Accept a recipe.SizeSettings or a (partial) plain dict of the same shape."""
-    from .recipe import SizeSettings
+    from .recipe import SizeSettings, _structured
 
     if isinstance(cfg, SizeSettings):
         return cfg
-    from omegaconf import OmegaConf
-
     data = {k: v for k, v in (cfg or {}).items() if k in ("train", "curate", "sft", "eval", "resources")}
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SizeSettings), data))
+    return _structured(SizeSettings, data)
 
 
 def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg: Any) -> dict[str, Any]:

@@ -441,12 +441,12 @@ class SubmititExecutor:
         self._jobs: dict[str, Any] = {}  # local: job id -> submitit LocalJob (owns the Popen)
 
     # -- what would be submitted
-    def describe(self, job: JobSpec, *, items: list[str], after: list[str]) -> dict[str, Any]:
+    def describe(self, job: JobSpec, *, items: list[str], after: list[str], folder: Path) -> dict[str, Any]:
         params = executor_params(job, self.profile)
         if self.name == "local":
             return {"executor": "local", "timeout_min": params["timeout_min"],
                     "gpus_per_node": params["gpus_per_node"], "items": list(items)}
-        script = sbatch_script(params, map_count=len(items) if items else None,
+        script = sbatch_script(params, folder=folder, map_count=len(items) if items else None,
                                dependency=dependency_string(after) if after else None)
         return {"executor": "slurm", "params": params, "sbatch": sbatch_lines(script)}
 

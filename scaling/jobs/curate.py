@@ -91,7 +91,7 @@ def main(run_yaml: str) -> None:
     """Score, filter, write; resumable and idempotent."""
     from ..grade import grade_many
     from ..studydir import atomic_write_text, is_done, mark_done
-    from .data import build_prompt, load_problems
+    from .data import build_prompt, load_problems, repair_jsonl
     from .generate import make_generator, sample_seed
     from .models import resolve_model
 
@@ -116,6 +116,7 @@ def main(run_yaml: str) -> None:
     if c.max_prompts is not None:
         problems = problems[: c.max_prompts]
     scores_path = job_dir / "scores.jsonl"
+    repair_jsonl(scores_path)
     done = _read_scores(scores_path)
     todo = [p for p in problems if p["id"] not in done]
     print(f"[curate] {len(problems)} prompts, {len(done)} already scored, k={k}, max_tokens={max_tokens}")

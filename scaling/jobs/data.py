@@ -106,6 +106,23 @@ def build_prompt(tokenizer: Any, problem: str, *, suffix: str, enable_thinking: 
     )
 
 
+def repair_jsonl(path: str | Path) -> int:
+    """Cut a torn last line (a crash mid-append) so the next append starts on a fresh line.
+
+    Returns the number of bytes removed. Jobs that log progress as JSONL call it before appending.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as fh:
+        fh.truncate(keep)
+    return len(data) - keep
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scaling.jobs.data", description=__doc__.splitlines()[0])
     parser.add_argument("source")

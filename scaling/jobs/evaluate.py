@@ -27,6 +27,7 @@ parameterisation (``jobs/interventions.py``).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -74,18 +75,13 @@ def main(run_yaml: str, item: str | None = None) -> dict[str, Any]:
     from ..benchmarks import load_benchmark
 
     spec = load_benchmark(item)
-    out_dir = job_dir / _safe_item(spec.name if item.endswith((".jsonl", ".parquet", ".yaml")) else item)
+    # a registered name is its own directory; a path or task:// URI uses the spec's safe name
+    out_dir = job_dir / (item if re.fullmatch(r"[A-Za-z0-9_-]+", item) else spec.name)
     if is_done(out_dir):
         print(f"evaluate: {out_dir} is already done; nothing to do")
         return dict(read_done(out_dir) or {})
     model_path = resolve_model(run, study_dir)
     return evaluate_benchmark(run, spec, out_dir, model_path=model_path)
-
-
-def _safe_item(name: str) -> str:
-    from ..studydir import item_dir
-
-    return item_dir(".", name).name
 
 
 # ------------------------------------------------------------------------- the evaluation

@@ -72,8 +72,8 @@ def batch_layout(run: RunSpec, world: int) -> tuple[int, int, int]:
     """(per_device_batch, gradient_accumulation_steps, steps_per_generation) in completions.
 
     One rollout batch = prompts_per_step × N completions; it feeds S = off_policy_staleness
-    optimiser steps (S = 1: on-policy), so one optimiser step sees prompts_per_step × N / S
-    completions = per_device × world × grad_accum. ``per_device_batch`` None = the largest divisor
+    optimiser steps (S = 1: on-policy) of mini_batch_prompts = prompts_per_step / S prompts, so
+    one optimiser step sees prompts_per_step × N / S completions = per_device × world × grad_accum. ``per_device_batch`` None = the largest divisor
     of the per-process share that is <= N (rule: one group per micro-batch at most).
     """
     t = run.train
@@ -84,6 +84,12 @@ def batch_layout(run: RunSpec, world: int) -> tuple[int, int, int]:
         raise JobError(
             f"{run.run_id}: train.prompts_per_step={t.prompts_per_step}, num_generations={n}, "
             f"off_policy_staleness={s}: need prompts_per_step >= 1, num_generations >= 2, staleness >= 1"
+        )
+    mini = t.mini_batch_prompts
+    if mini is not None and int(mini) * s != prompts:
+        raise JobError(
+            f"{run.run_id}: train.mini_batch_prompts={mini} × off_policy_staleness={s} must equal "
+            f"prompts_per_step={prompts} (one rollout batch feeds S optimiser steps); set mini_batch_prompts: null"
         )
     per_step = prompts * n
     if per_step % s or (per_step // s) % world:
@@ -481,6 +487,9 @@ def main(run_yaml: str) -> None:
     )
     stop_cb.install()
     resume = newest_checkpoint(job_dir)
+    from .data import repair_jsonl
+
+    repair_jsonl(job_dir / SIGNALS_JSONL)
     if resume:
         print(f"[train] resuming from {resume}")
     try:

@@ -29,8 +29,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if getattr(config.option, "slurm", False) and "slurm" not in (config.option.markexpr or ""):
-        config.option.markexpr = "slurm"  # --slurm alone selects the tier
+    if getattr(config.option, "slurm", False):
+        config.option.markexpr = "slurm"  # --slurm selects the tier (overrides the default deselection)
 
 
 def _enabled(config: pytest.Config) -> bool:

@@ -136,7 +136,8 @@ def test_dry_run_prints_sbatch_parameters_and_submits_nothing(slurm_env, capsys)
     assert L.launch(B.FakeStudy("dry"), plan, executor="slurm", runs_dir=slurm_env, dry_run=True) == 0
     out = capsys.readouterr().out
     assert "#SBATCH --gpus-per-node=8" in out and "#SBATCH --partition=ci" in out
-    assert "#SBATCH --array=0-1%2" in out and "#SBATCH --dependency=afterok:<a/train>" in out
+    assert "#SBATCH --array=0-1%2" in out and "#SBATCH --dependency='afterok:<a/train>'" in out
+    assert "dry/a/eval/logs/%A_%a_0_log.out" in out
     assert _squeue_names() == before and not (slurm_env / "dry").exists()
 
 

@@ -60,6 +60,11 @@ def test_a_data_file_is_a_benchmark(tmp_path):
         load_benchmark(str(tmp_path / "missing.jsonl"))
 
 
+def test_a_generated_task_uri_is_a_benchmark_with_a_safe_name():
+    spec = load_benchmark("task://arith?split=test&n=20")
+    assert spec.source == "task://arith?split=test&n=20" and spec.name == "arith_split_test_n_20"
+
+
 @pytest.mark.parametrize(
     "text, key",
     [

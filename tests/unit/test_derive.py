@@ -19,6 +19,8 @@ from scaling.errors import RecipeError
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "tests" / "data" / "configs"
 LADDER = ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B", "Qwen3-30B-A3B"]
+VARIANTS_2507 = ["Qwen3-4B-Instruct-2507", "Qwen3-4B-Thinking-2507", "Qwen3-30B-A3B-Instruct-2507",
+                 "Qwen3-30B-A3B-Thinking-2507"]
 OTHERS = ["Meta-Llama-3-8B", "Mistral-7B-v0.1", "Mixtral-8x7B-v0.1", "OLMoE-1B-7B-0924", "gemma-2-2b",
           "DeepSeek-V2-Lite", "Phi-3-mini-4k-instruct"]
 
@@ -30,7 +32,7 @@ def hub_cache(tmp_path, monkeypatch):
 
     cache = tmp_path / "hub"
     sha = "0" * 40
-    for name in LADDER + ["Qwen3-4B-Instruct-2507", "Qwen3-4B-Thinking-2507"]:
+    for name in LADDER + VARIANTS_2507:
         root = cache / f"models--Qwen--{name}"
         (root / "refs").mkdir(parents=True)
         (root / "refs" / "main").write_text(sha)
@@ -57,11 +59,11 @@ def _strip(obj):
     return drop(data)
 
 
-def _study_with_family(tmp_path: Path, family: str) -> Path:
-    """recipes/qwen3-ladder.yaml with study.family swapped (families/<family>/ beside it)."""
-    data = yaml.safe_load((ROOT / "recipes" / "qwen3-ladder.yaml").read_text())
+def _study_with_family(tmp_path: Path, family: str, recipe: str = "qwen3-ladder.yaml") -> Path:
+    """A shipped study recipe with study.family swapped (families/<family>/ beside it)."""
+    data = yaml.safe_load((ROOT / "recipes" / recipe).read_text())
     data["study"]["family"] = family
-    path = tmp_path / "ladder-derived.yaml"
+    path = tmp_path / f"derived-{recipe}"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -71,7 +73,8 @@ def test_derived_qwen3_family_reproduces_the_shipped_ladder_plan(tmp_path, hub_c
     from scaling.recipe import load_study
 
     out = tmp_path / "families" / "qwen3d"
-    code = main(["recipe", "derive", "--family", "qwen3d", "-o", str(out)] + sum([["--model", f"Qwen/{m}"] for m in LADDER], []))
+    models = [arg for m in LADDER for arg in ("--model", f"Qwen/{m}")]
+    code = main(["recipe", "derive", "--family", "qwen3d", "-o", str(out), *models])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["family.yaml", "0_6b.yaml", "1_7b.yaml", "4b.yaml", "8b.yaml", "14b.yaml", "32b.yaml", "30b_a3b.yaml"])
@@ -84,6 +87,23 @@ def test_derived_qwen3_family_reproduces_the_shipped_ladder_plan(tmp_path, hub_c
     for ra, rb in zip(a["runs"], b["runs"]):
         assert ra == rb, ra["run_id"]
     assert a == b
+
+
+def test_derived_qwen3_family_with_the_2507_variants_reproduces_the_art_paper_plan(tmp_path, hub_cache, capsys):
+    """The 2507 variants' thinking mode and sampling come from their tokenizer/generation configs."""
+    from scaling.plan import make_plan
+    from scaling.recipe import load_study
+
+    models = ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-8B"] + VARIANTS_2507
+    out = tmp_path / "families" / "qwen3d"
+    assert derive_command("qwen3d", [f"Qwen/{m}" for m in models], None, str(out)) == 0
+    shipped = _strip(make_plan(load_study(ROOT / "recipes" / "art-paper.yaml")))
+    derived = _strip(make_plan(load_study(_study_with_family(tmp_path, "qwen3d", "art-paper.yaml"))))
+    for run in derived["runs"]:
+        run["model"]["family"] = "qwen3"
+    for ra, rb in zip(shipped["runs"], derived["runs"], strict=True):
+        assert ra == rb, ra["run_id"]
+    assert shipped == derived
 
 
 @pytest.mark.parametrize("name", OTHERS)
@@ -136,9 +156,21 @@ def test_a_family_without_thinking_notes_that_budgets_apply_to_the_whole_respons
     assert derive_command("llama3", [str(CONFIGS / "Meta-Llama-3-8B")], None, str(out)) == 0
     text = (out / "family.yaml").read_text()
     assert "budgets apply to the whole response" in text
-    assert yaml.safe_load(text)["model"]["thinking"] == "none"
+    fam = yaml.safe_load(text)
+    assert fam["model"]["thinking"] == "none"
+    assert fam["train"]["enable_thinking"] is False and fam["eval"]["enable_thinking"] is False
     size = yaml.safe_load((out / "8b.yaml").read_text())
-    assert size["train"]["enable_thinking"] is False
+    assert size["eval"]["budgets"] == [2048, 4096, 8192]  # Llama 3 has an 8k context
+    assert "no chat template found" in (out / "8b.yaml").read_text()  # the base model ships none
+
+
+def test_a_size_the_profile_cannot_train_is_still_written_with_the_reason(tmp_path, capsys):
+    out = tmp_path / "q"
+    assert derive_command("q", [str(CONFIGS / "Qwen3-32B")], "small_4x24gb", str(out)) == 0
+    text = (out / "32b.yaml").read_text()
+    assert "# The rules cannot plan this size on profile small_4x24gb" in text
+    assert "\n#   32b: training does not fit" in text  # the rules' own one-line reason follows
+    assert "warning: not plannable on small_4x24gb" in capsys.readouterr().out
 
 
 def test_refuses_to_overwrite_an_existing_directory_without_force(tmp_path, capsys):
@@ -172,7 +204,8 @@ def test_refuses_bad_family_names_duplicate_sizes_and_missing_models(tmp_path, c
     assert "family name" in capsys.readouterr().err
     assert main(["recipe", "derive", "--family", "q", "--model", m, "--model", m, "-o", str(tmp_path / "b")]) == 2
     assert "both map to size key '8b'" in capsys.readouterr().err
-    assert main(["recipe", "derive", "--family", "q", "--model", str(tmp_path / "nope"), "-o", str(tmp_path / "c")]) == 2
+    missing = str(tmp_path / "nope")
+    assert main(["recipe", "derive", "--family", "q", "--model", missing, "-o", str(tmp_path / "c")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
 
 

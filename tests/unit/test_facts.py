@@ -313,3 +313,55 @@ def test_thinking_facts_read_the_chat_template():
     # the instruct template strips </think> from past turns but never opens a thinking block
     assert thinking_facts(load_tokenizer_config(str(CONFIGS / "Qwen3-4B-Instruct-2507")))["thinking"] == "none"
     assert thinking_facts(None) == {"thinking": "none", "think_start": "<think>", "think_end": "</think>"}
+
+
+# Config dialects without a fixture directory: the keys each family's config.json uses, with the
+# published sizes (Qwen2.5 report arXiv 2412.15115; Qwen1.5-MoE-A2.7B card; DeepSeek-V3 arXiv 2412.19437).
+DIALECTS = [
+    ({"model_type": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
+      "num_key_value_heads": 4, "intermediate_size": 18944, "vocab_size": 152064, "tie_word_embeddings": False},
+     7.61, 7.61),
+    ({"model_type": "qwen2_moe", "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 16,
+      "num_key_value_heads": 16, "intermediate_size": 5632, "moe_intermediate_size": 1408, "num_experts": 60,
+      "num_experts_per_tok": 4, "shared_expert_intermediate_size": 5632, "decoder_sparse_step": 1,
+      "mlp_only_layers": [], "vocab_size": 151936, "tie_word_embeddings": False}, 14.3, 2.7),
+    ({"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61, "num_attention_heads": 128,
+      "num_key_value_heads": 128, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+      "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
+      "moe_layer_freq": 1, "kv_lora_rank": 512, "q_lora_rank": 1536, "qk_rope_head_dim": 64,
+      "qk_nope_head_dim": 128, "v_head_dim": 128, "vocab_size": 129280, "tie_word_embeddings": False}, 671, 37),
+]
+
+
+@pytest.mark.parametrize("config,total,active", DIALECTS, ids=[d[0]["model_type"] for d in DIALECTS])
+def test_other_config_dialects_match_published_sizes(config, total, active):
+    f = facts_from_config(config, family="t", size="s", label="x", hf_id="x")
+    assert _close(f.params_total / 1e9, total) and _close(f.params_active / 1e9, active), f
+    if config["model_type"] == "qwen2":
+        assert f.attention_bias  # Qwen2 always has q/k/v biases, without a config key
+
+
+def test_refuses_moe_layouts_it_cannot_count_exactly():
+    moe = dict(DIALECTS[1][0], mlp_only_layers=[3, 7])
+    with pytest.raises(RecipeError, match="mlp_only_layers"):
+        facts_from_config(moe, family="t", size="s", label="x", hf_id="x")
+    ds = dict(DIALECTS[2][0], moe_layer_freq=2)
+    with pytest.raises(RecipeError, match="moe_layer_freq"):
+        facts_from_config(ds, family="t", size="s", label="x", hf_id="x")
+
+
+def test_hub_failures_become_one_line_errors(tmp_path, monkeypatch):
+    import huggingface_hub
+    import huggingface_hub.constants as c
+
+    def unreachable(repo_id, filename, **kw):
+        raise OSError("Max retries exceeded with url: https://huggingface.co/...\nConnection refused")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(RecipeError) as err:
+        load_config("someone/some-model")
+    msg = str(err.value)
+    assert "cannot fetch config.json from the hub (OSError" in msg and "\n" not in msg
+    assert load_tokenizer_config("someone/some-model") is None  # optional files: absent, no error

@@ -34,7 +34,7 @@ class FakeScheduler:
         self.cancelled: list[str] = []
         self._n = 100
 
-    def describe(self, job, *, items, after):
+    def describe(self, job, *, items, after, folder):
         return {"executor": "fake", "sbatch": [f"#SBATCH --job-name={job.name}"] + (
             [f"#SBATCH --dependency=afterok:{':'.join(after)}"] if after else [])}
 

@@ -104,7 +104,8 @@ def test_smaller_gpus_give_more_gpus_or_more_sharding_or_more_tp(facts, method):
         rb, rs = big["resources"]["train"], small["resources"]["train"]
         more = (rs["tensor_parallel"] > rb["tensor_parallel"]
                 or small["train"]["zero_stage"] > big["train"]["zero_stage"]
-                or small["train"]["vllm_mode"] != big["train"]["vllm_mode"])
+                or small["train"]["vllm_mode"] != big["train"]["vllm_mode"]
+                or rs["nodes"] > rb["nodes"] or rs["nodes"] * rs["gpus_per_node"] > rb["nodes"] * rb["gpus_per_node"])
         assert more, (k, big, small)
         assert small["resources"]["eval"]["tensor_parallel"] >= big["resources"]["eval"]["tensor_parallel"]
     assert rules.derive_size_settings(facts["4b"], SMALL, method)["resources"]["eval"]["tensor_parallel"] > \

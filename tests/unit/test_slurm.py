@@ -207,5 +207,5 @@ def test_no_warning_is_raised_by_importing_and_describing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ex = S.SubmititExecutor("local", CPU)
-        desc = ex.describe(CASES["cpu_curate"][0], items=[], after=[])
+        desc = ex.describe(CASES["cpu_curate"][0], items=[], after=[], folder=Path("/r/s/a/t/logs"))
     assert desc["executor"] == "local"
