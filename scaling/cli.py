@@ -52,7 +52,10 @@ def _load_plan(args: argparse.Namespace):
 # ------------------------------------------------------------------------------ check
 def _cmd_check(args: argparse.Namespace) -> int:
     study, plan = _load_plan(args)
-    print(f"ok: {args.recipe}: study {plan.study!r}, {len(plan.runs)} runs, {len(plan.jobs)} jobs")
+    warnings = [w for k, w in plan.notes.items() if ":warning:" in k]
+    print(f"ok: {args.recipe}: study {plan.study!r}, {len(study.sizes)} sizes ({', '.join(study.sizes)}), "
+          f"{len(plan.runs)} runs, {len(plan.jobs)} jobs, ~{plan.gpu_hours:,.0f} GPU-h on profile {plan.profile.name}"
+          + (f", {len(warnings)} warning(s): see scaling plan" if warnings else ""))
     return 0
 
 

@@ -15,9 +15,14 @@ Every file's ``schema_version`` is checked (``records.check_schema``). Files are
 pyarrow and concatenated; nothing here builds per-row Python objects. The string columns of the
 records table come back *dictionary-encoded* (``dictionary<int32, string>``, one dictionary for
 the whole table): decoding 3M repeated strings is the slow part of reading, and metrics.py wants
-integer codes anyway. ``records.column("size").cast(pyarrow.string())`` gives plain strings. Model sizes come from the study's ``plan.json`` (each run's ``model.params_total`` /
+integer codes anyway. ``records.column("size").cast(pyarrow.string())`` gives plain strings.
+
+Model sizes come from the study's ``plan.json`` (each run's ``model.params_total`` /
 ``params_active``); a study without a plan falls back to parsing the size key (``8b``,
 ``30b_a3b``) and says so in ``StudyRecords.notes``.
+
+``write_synthetic_study`` (bottom) writes a study with a known truth in the same layout, for
+tests, perf/aggregate_speed.py and demos.
 """
 
 from __future__ import annotations
@@ -70,6 +75,20 @@ class StudyRecords:
                 present.update(pc.unique(table.column("size")).to_pylist())
         keys = [s for s in self.sizes if s in present] + sorted(present - set(self.sizes))
         return sorted(keys, key=lambda s: (self.sizes[s].params_active if s in self.sizes else 0, keys.index(s)))
+
+
+def size_label(size: str) -> str:
+    """A display label from a size key: ``0_6b`` -> ``0.6B``, ``30b_a3b`` -> ``30B-A3B``,
+    ``4b_instruct_2507`` -> ``4B-instruct-2507`` (used when plan.json has no label)."""
+    import re
+
+    m = re.match(r"^(\d+)(?:_(\d+))?([kmbt])(?:_a(\d+)(?:_(\d+))?([kmbt]))?(.*)$", size, re.IGNORECASE)
+    if not m:
+        return size
+    num = m[1] + (f".{m[2]}" if m[2] else "") + m[3].upper()
+    if m[4]:
+        num += "-A" + m[4] + (f".{m[5]}" if m[5] else "") + m[6].upper()
+    return num + m[7].replace("_", "-")
 
 
 def resolve_study_dir(study: str | Path, runs_dir: str | Path = "runs") -> Path:
@@ -222,7 +241,7 @@ def collect(
                 f"{root}: size {s!r} has records but no entry in plan.json and its key is not a size "
                 "like 8b or 30b_a3b; restore plan.json"
             ) from err
-        sizes[s] = SizeFacts(size=s, label=s.replace("_", "."), family="", params_total=total, params_active=active)
+        sizes[s] = SizeFacts(size=s, label=size_label(s), family="", params_total=total, params_active=active)
         if plan_path.is_file():
             notes.append(f"size {s} not in plan.json: parameter count parsed from its key")
     if progress:
@@ -292,7 +311,7 @@ def write_synthetic_study(
     rng = np.random.default_rng(seed)
     runs = []
     for size, (total, active) in sizes.items():
-        label = size.replace("_a", "-A").replace("_", ".").upper()
+        label = size_label(size)
         runs.append({
             "run_id": f"{size}/train", "size": size,
             "model": {"family": "synthetic", "size": size, "label": label,
@@ -328,12 +347,16 @@ def write_synthetic_study(
                     "size": _const(size, n),
                     "checkpoint": _const(ckpt, n),
                     "benchmark": _const(bench, n),
-                    "problem_id": pa.DictionaryArray.from_arrays(pa.array(np.repeat(prob, nb).astype(np.int32)), pids).cast(pa.string()),
+                    "problem_id": pa.DictionaryArray.from_arrays(
+                        pa.array(np.repeat(prob, nb).astype(np.int32)), pids
+                    ).cast(pa.string()),
                     "sample": pa.array(np.repeat(sample, nb)),
                     "budget_tokens": pa.array(bud),
                     "finished": pa.array(fin),
                     "correct": pa.array(corr),
-                    "grade": pa.DictionaryArray.from_arrays(pa.array(grade), pa.array(["ok", "wrong", "truncated"])).cast(pa.string()),
+                    "grade": pa.DictionaryArray.from_arrays(
+                        pa.array(grade), pa.array(["ok", "wrong", "truncated"])
+                    ).cast(pa.string()),
                     "response_tokens": pa.array(resp),
                     "thinking_tokens": pa.array((resp * 9) // 10),
                     "decoded_tokens": pa.array(np.repeat(np.minimum(full, B[-1]), nb)),
@@ -371,7 +394,8 @@ def write_synthetic_study(
             "kl": 0.001 * steps,
         }
         d = root / size / "train"
-        atomic_write_table(d / "signals.parquet", to_table({k: list(v) if isinstance(v, list) else v.tolist() for k, v in sig.items()}, TrainSignal))
+        cols = {k: v if isinstance(v, list) else v.tolist() for k, v in sig.items()}
+        atomic_write_table(d / "signals.parquet", to_table(cols, TrainSignal))
         if done:
             _mark_done(d, {"rows": int(steps.size), "synthetic": True})
     return root

@@ -242,7 +242,15 @@ def fit_trend(
     for f in forms[1:]:
         if math.isfinite(aicc[f]) and aicc[f] < aicc[form] - AICC_MARGIN:
             form = f
-    crit = ", ".join(f"AICc {f}={aicc[f]:.2f}" if math.isfinite(aicc[f]) else f"{f} not eligible (n={n})" for f in forms)
+    parts = []
+    for i, f in enumerate(forms):
+        if math.isfinite(aicc[f]):
+            parts.append(f"AICc {f}={aicc[f]:.2f}")
+        elif i == 0:
+            parts.append(f"{f} is the default (AICc needs n >= {len(COEFS[f]) + 3} sizes)")
+        else:
+            parts.append(f"{f} not eligible (needs n >= {len(COEFS[f]) + 3} sizes, have {n})")
+    crit = ", ".join(parts)
     coef_arr, rss_v = obs[form]
     coef = {k: float(v[0]) for k, v in coef_arr.items()}
     # bootstrap refits

@@ -28,6 +28,7 @@ Status values: ``ok`` (correct) | ``wrong`` | ``no_answer`` | ``timeout`` | ``er
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -37,6 +38,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 __all__ = ["Grade", "grade", "grade_many", "answer_region", "extract_choice", "shutdown_worker"]
@@ -168,6 +170,9 @@ class _Worker:
     def __init__(self) -> None:
         env = dict(os.environ)
         env.setdefault("PYTHONHASHSEED", "0")
+        # the child imports this very package, even when it is used from an uninstalled checkout
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from scaling.grade import _serve; _serve()"],
             stdin=subprocess.PIPE,
@@ -175,6 +180,7 @@ class _Worker:
             stderr=subprocess.DEVNULL,
             env=env,
         )
+        self.owner_pid = os.getpid()  # a forked child must not share our pipes
         self._buf = b""
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -217,15 +223,11 @@ class _Worker:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)  # killed: returns at once; the pipes are closed either way
         for stream in (self.proc.stdin, self.proc.stdout):
-            try:
+            with contextlib.suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
         self._sel.close()
 
 
@@ -235,6 +237,8 @@ _WORKER: _Worker | None = None
 
 def _worker() -> _Worker:
     global _WORKER
+    if _WORKER is not None and _WORKER.owner_pid != os.getpid():
+        _WORKER = None  # inherited through fork: the parent owns that worker; start our own
     if _WORKER is None or not _WORKER.alive():
         if _WORKER is not None:
             _WORKER.close()
@@ -246,9 +250,9 @@ def shutdown_worker() -> None:
     """Stop the grading worker (it restarts on the next call). Registered at exit."""
     global _WORKER
     with _LOCK:
-        if _WORKER is not None:
+        if _WORKER is not None and _WORKER.owner_pid == os.getpid():
             _WORKER.close()
-            _WORKER = None
+        _WORKER = None
 
 
 atexit.register(shutdown_worker)

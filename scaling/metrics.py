@@ -270,7 +270,10 @@ def compute_metrics(
             size, ckpt, bud = sizes[si], ckpts[ci], int(bud_u[bb])
             seg = sorted_tok[starts[g] : starts[g + 1]]
             med = float(np.median(seg)) if seg.size else float("nan")
-            e = {name: (float(v[gi]), float(intervals[name][0][gi]), float(intervals[name][1][gi]), b[gi]) for name, (v, b) in est.items()}
+            e = {
+                name: (float(v[gi]), float(intervals[name][0][gi]), float(intervals[name][1][gi]), b[gi])
+                for name, (v, b) in est.items()
+            }
             for name, (v, lo, hi, b) in e.items():
                 values[(size, ckpt, bench, bud, name)] = Estimate(v, lo, hi, b, int(n_prob[gi]), int(k_g[gi]))
             values[(size, ckpt, bench, bud, "tokens_median")] = Estimate(

@@ -208,7 +208,7 @@ def make_plan(study: Any) -> Plan:
 
         def spec(stage: str, run_id: str, **kw: Any) -> RunSpec:
             keep = ("model.", f"resources.{stage}.", "seed")
-            sections = {"curate": ("curate.", "train."), "sft": ("sft.",), "train": ("train.", "curate."),
+            sections = {"curate": ("curate.", "train.", "eval."), "sft": ("sft.",), "train": ("train.", "curate."),
                         "eval": ("eval.",)}[stage]
             rp = {}
             for key, src in prov.items():
@@ -234,7 +234,7 @@ def make_plan(study: Any) -> Plan:
             total += add_job(spec("sft", f"{size}/sft", sft=sft), "sft", [], est.get("sft_hours", 0.0),
                              checkpointable=True)
         if curate.enabled:
-            total += add_job(spec("curate", f"{size}/curate", init_from=start_from, train=train, curate=curate),
+            total += add_job(spec("curate", f"{size}/curate", init_from=start_from, train=train, curate=curate, eval=ev),
                              "curate", [start_from] if start_from else [], est.get("curate_hours", 0.0))
         after = [r for r in (f"{size}/sft" if sft.enabled else "", f"{size}/curate" if curate.enabled else "") if r]
         total += add_job(spec("train", f"{size}/train", init_from=start_from, train=train, curate=curate), "train",
@@ -275,8 +275,9 @@ def print_plan(plan: Plan, explain: str | None = None) -> None:
         return
     p = plan.profile
     gpu = p.gpus_per_node > 0
-    table = Table(title=f"study {plan.study}  ·  profile {p.name} ({p.gpus_per_node}x{p.gpu_name}"
-                        f"{f', {p.gpu_mem_gb:g} GB' if gpu else ''})", title_justify="left")
+    hardware = (f"{p.gpus_per_node}x{p.gpu_name}, {p.gpu_mem_gb:g} GB, up to {p.max_nodes} node(s)" if gpu
+                else f"CPU only, {p.cpus_per_node} cores, {p.mem_per_node_gb} GB")
+    table = Table(title=f"study {plan.study}  ·  profile {p.name} ({hardware})", title_justify="left")
     for col, just in (("size", "left"), ("stage", "left"), ("mode", "left"), ("nodes×GPUs", "right"), ("TP×DP", "right"),
                       ("tasks", "right"), ("mem GB", "right"), ("time", "right"), ("GPU-h", "right"),
                       ("after", "left")):
@@ -357,7 +358,8 @@ def _print_explain(console: Any, plan: Plan, size: str) -> None:
     job_hours = {j.run_id: j.gpu_hours for j in plan.jobs if j.run_id.startswith(key + "/")}
     console.print("estimated GPU-hours: " + ", ".join(f"{k} {_hours(v)}" for k, v in job_hours.items())
                   + f"; training est. {plan.notes.get(key + ':train_hours', '?')} h wall, "
-                  f"{plan.notes.get(key + ':train_mem_per_gpu_gb', '?')} GB per GPU")
+                  f"{plan.notes.get(key + ':train_mem_per_gpu_gb', '?')} GB "
+                  + ("per GPU" if plan.profile.gpus_per_node > 0 else "of host memory"))
 
 
 def _flat(data: Any, prefix: str) -> dict[str, Any]:

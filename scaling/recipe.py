@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from .errors import RecipeError
-from .records import ClusterProfile, CurateSettings, EvalSettings, ModelFacts, SftSettings, TrainSettings
+from .records import ClusterProfile, CurateSettings, EvalSettings, ModelFacts, SftSettings, TrainSettings, to_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("model", "train", "curate", "sft", "eval", "resources")  # what a size resolves to
@@ -162,8 +162,6 @@ class Study:
     def to_yaml(self) -> str:
         """The resolved recipe with provenance and the code version (launch writes it as
         ``runs/<study>/study.yaml``)."""
-        from .records import to_dict
-
         doc = {
             "study": self.name,
             "recipe": self.path,
@@ -307,7 +305,13 @@ def _fast(tp: Any, v: Any) -> Any:
         hints = _hints(tp)
         if any(k not in hints for k in v):
             raise _Slow
-        return tp(**{k: _fast(hints[k], x) for k, x in v.items()})
+        out = {k: _fast(hints[k], x) for k, x in v.items()}
+        for f in dataclasses.fields(tp):  # omegaconf merges a given mapping into a mapping default
+            if f.name in out and isinstance(out[f.name], dict) and f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+                if isinstance(default, dict) and default:
+                    out[f.name] = {**default, **out[f.name]}
+        return tp(**out)
     if origin is list:
         if not isinstance(v, list):
             raise _Slow
@@ -501,9 +505,11 @@ def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
             raise RecipeError(f"--set {item!r}: bad key {key!r}; use dotted names like sizes.8b.train.learning_rate",
                               path="--set")
         parts = key.split(".")
-        if parts[0] == "sizes" and len(parts) > 2 and parts[1].isdigit() and not re.fullmatch(r"\d+b", parts[1]):
-            fixed = f"{parts[1]}_{parts[2]}"
-            rest = ".".join(parts[3:])
+        if (parts[0] == "sizes" and len(parts) > 2 and parts[2] not in SECTIONS
+                and not difflib.get_close_matches(parts[2], SECTIONS, n=1, cutoff=0.6)):
+            end = next((i for i in range(2, len(parts)) if parts[i] in SECTIONS), len(parts))
+            fixed = "_".join(parts[1:end])
+            rest = ".".join(parts[end:])
             hint = f"sizes.{fixed}" + (f".{rest}" if rest else "")
             raise RecipeError(f"size keys have no dots (omegaconf splits them): write {hint}=... instead of {key}=...",
                               path="--set", key=key)
@@ -711,7 +717,11 @@ def load_study(
 
     # ---- sizes.<key> blocks must name family sizes
     for layer in [*chain, _Layer(Path("--set"), "--set", "--set", over)]:
-        for k in (layer.data.get("sizes") or {}):
+        for k, block in (layer.data.get("sizes") or {}).items():
+            split = [f"{k}_{sub}" for sub in (block or {}) if f"{k}_{sub}" in known_sizes] if isinstance(block, dict) else []
+            if k not in known_sizes and split:
+                raise RecipeError(f"size keys have no dots (omegaconf splits them): write sizes.{split[0]}... "
+                                  f"instead of sizes.{split[0].replace('_', '.', 1)}...", path=layer.shown, key=f"sizes.{k}")
             if k not in known_sizes:
                 raise RecipeError(f"unknown size {k!r} for family {st.family}{_did_you_mean(size_key(k), known_sizes)}",
                                   path=layer.shown, key=f"sizes.{k}")
@@ -762,8 +772,6 @@ def load_study(
         if obj.model.params_total is not None:
             for key in ("params_total", "params_active", "params_embedding", "head_dim", "num_kv_heads"):
                 sprov.setdefault(f"model.{key}", "rule:count_params")
-        from .records import to_dict
-
         plain = to_dict(obj)
         for leaf in _flatten(plain):
             sprov.setdefault(leaf, "default")

@@ -277,6 +277,7 @@ class EvalSettings:
     backend: Backend = Backend.auto
     grade_timeout_s: float = 5.0
     batch_size: int = 64  # prompts per generate() call (transformers backend)
+    chunk_requests: int = 1024  # (problem x sample) requests per resumable chunk of an eval job
 
 
 @dataclass(kw_only=True)
@@ -490,8 +491,8 @@ class TrendFit:
     loso_errors: dict[str, float] = field(default_factory=dict)  # size -> held-out error
     x_ref: float = 0.0  # log10(params) the coefficients are centred on (fit.py)
 
-    def predict(self, params: float, *, interval: str = "observation") -> tuple[float, float, float]:
-        """(value, lo, hi) of the trend at ``params`` parameters. ``interval="observation"``
+    def predict(self, params: float | str, *, interval: str = "observation") -> tuple[float, float, float]:
+        """(value, lo, hi) of the trend at ``params`` parameters (a count or "70b"). ``interval="observation"``
         (default) bounds a new size's measured value (trend uncertainty from the bootstrap,
         combined with residual scatter); ``"trend"`` bounds the trend line only. See fit.predict."""
         from .fit import predict

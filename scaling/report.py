@@ -97,6 +97,13 @@ def analyse(
 
     t0 = time.perf_counter()
     st = collect(study, runs_dir=runs_dir, columns=METRIC_COLUMNS, progress=progress)
+    if st.records.num_rows == 0:
+        from .errors import RecordError
+
+        raise RecordError(
+            f"{st.path}: no evaluation records with a DONE marker ({len(st.skipped)} unfinished outputs); "
+            f"run `scaling status {st.name}` and `scaling resume {st.name}`"
+        )
     ms = compute_metrics(st.records, n_boot=n_boot, level=level, progress=progress)
     if progress:
         _log(f"{st.name}: metrics for {len(ms.metrics)} groups ({time.perf_counter() - t0:.1f} s)")
@@ -140,6 +147,11 @@ def _fmt(v: float, digits: int = 3) -> str:
     if abs(v) >= 1000:
         return f"{v:,.0f}"
     return f"{v:.{digits}f}"
+
+
+def _g(v: float) -> str:
+    """Four significant digits (errors whose scale depends on the metric)."""
+    return f"{v:.4g}" if v is not None and np.isfinite(v) else "–"
 
 
 def _ci(v: float, lo: float, hi: float, digits: int = 3) -> str:
@@ -377,7 +389,7 @@ def _fits_table(ans: list[StudyAnalysis], fits: list[tuple[str, TrendFit]]) -> _
         coefs = "; ".join(f"{k} = {_ci(f.coef[k], f.coef_lo[k], f.coef_hi[k], 4)}" for k in f.coef)
         rows.append(([name] if len(ans) > 1 else []) + [
             f.metric, f.arm, f.benchmark, "all" if f.budget_tokens == 0 else str(f.budget_tokens), f.form, coefs,
-            _fmt(f.r2), _fmt(f.loso_error, 4), str(len(f.points)), f.criterion,
+            _fmt(f.r2), _g(f.loso_error), str(len(f.points)), f.criterion,
         ])
     return _Block("table", header=header, rows=rows)
 
@@ -419,7 +431,7 @@ def _build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> 
     blocks.append(_Block("ul", items=intro))
     # warnings first: they decide whether to trust the rest
     blocks.append(_Block("h2", text="Warnings"))
-    items = [f"[{a.name}] {al.kind}: {al.message}" if len(ans) > 1 else f"{al.kind}: {al.message}" for a in ans for al in a.alerts]
+    items = [(f"[{a.name}] " if len(ans) > 1 else "") + f"{al.kind}: {al.message}" for a in ans for al in a.alerts]
     blocks.append(_Block("ul", items=items or ["none"]))
     blocks.append(_Block("h2", text="Summary at the largest budget"))
     for a in ans:
@@ -429,11 +441,14 @@ def _build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> 
     figs: list[tuple[str, str, Any]] = []
     for b in benches:
         sub = [a for a in ans if b in a.ms.benchmarks]
-        figs.append((f"accuracy_vs_budget_{b}", f"Accuracy vs budget per size: {b}", lambda sub=sub, b=b: _fig_accuracy_vs_budget(sub, b)))
-        figs.append((f"size_trends_{b}", f"Accuracy and length vs size with fits: {b}", lambda sub=sub, b=b: _fig_size_trends(sub, b, predict)))
+        figs.append((f"accuracy_vs_budget_{b}", f"Accuracy vs budget per size: {b}",
+                     lambda sub=sub, b=b: _fig_accuracy_vs_budget(sub, b)))
+        figs.append((f"size_trends_{b}", f"Accuracy and length vs size with fits: {b}",
+                     lambda sub=sub, b=b: _fig_size_trends(sub, b, predict)))
     for a in ans:
         for b in a.ms.benchmarks:
-            figs.append((f"lengths_{a.name}_{b}", f"Length distributions by correctness: {a.name} {b}", lambda a=a, b=b: _fig_lengths(a, b)))
+            figs.append((f"lengths_{a.name}_{b}", f"Length distributions by correctness: {a.name} {b}",
+                         lambda a=a, b=b: _fig_lengths(a, b)))
         if a.study.signals.num_rows:
             figs.append((f"training_{a.name}", f"Training curves: {a.name}", lambda a=a: _fig_training(a)))
     rendered: dict[str, _Block] = {}
@@ -457,7 +472,7 @@ def _build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> 
         for a in ans:
             for text, f, (v, lo, hi) in a.predictions:
                 if f.budget_tokens == 0 or f.budget_tokens == a.ms.budgets[f.benchmark][-1]:
-                    loso = f"{f.loso_error:.4g}" if np.isfinite(f.loso_error) else "–"
+                    loso = _g(f.loso_error)
                     rows.append(([a.name] if len(ans) > 1 else []) + [text, f.metric, f.arm, f.benchmark,
                                                                       "all" if f.budget_tokens == 0 else str(f.budget_tokens),
                                                                       _ci(v, lo, hi, 4), f.form, loso])
@@ -467,27 +482,36 @@ def _build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> 
     blocks.append(_Block("h2", text="Length distributions by correctness"))
     blocks += [rendered[n] for n, _, _ in figs if n.startswith("lengths_")]
     blocks.append(_Block("h2", text="Training: two phases"))
+    from .signals import PHASE_RULE
+
+    blocks.append(_Block("p", text="Length adaptation, then reasoning refinement (Art, arXiv 2602.20945). Our rule: "
+                                   + PHASE_RULE.format(tol=0.10, hold="h") + " (h = 5% of the logged steps, at least 3; "
+                                   "the length is smoothed by a running median over about 5% of the steps)."))
     for a in ans:
         if not a.phases:
             blocks.append(_Block("p", text=f"{a.name}: no training signals with a DONE marker."))
             continue
+        order = {sz: i for i, sz in enumerate(a.study.size_order())}
+        phases = sorted(a.phases, key=lambda p: (order.get(p.size, len(order)), p.run_id))
         rows = [[p.size, p.run_id, str(p.transition_step) if p.transition_step >= 0 else "none", str(p.steps),
                  _fmt(p.tokens_start, 0), _fmt(p.tokens_plateau, 0), _fmt(p.truncated_frac_adaptation),
-                 _fmt(p.truncated_frac_refinement), _fmt(p.reward_change_refinement), p.reason] for p in a.phases]
+                 _fmt(p.truncated_frac_refinement), _fmt(p.reward_change_refinement), p.reason] for p in phases]
         blocks.append(_Block("table", header=["size", "run", "transition step", "logged steps", "length start", "length plateau",
                                                "truncated (adaptation)", "truncated (refinement)", "reward change (refinement)",
-                                               "rule"], rows=rows))
+                                               "how decided"], rows=rows))
         if f"training_{a.name}" in rendered:
             blocks.append(rendered[f"training_{a.name}"])
     blocks.append(_Block("h2", text="How the numbers were made"))
     blocks += _method_text(ans[0])
     details = []
     for a in ans:
-        details.append(_Block("details", text=f"All metrics per budget: {a.name} ({len(a.ms.metrics)} rows)", children=[_metrics_table(a)]))
+        details.append(_Block("details", text=f"All metrics per budget: {a.name} ({len(a.ms.metrics)} rows)",
+                              children=[_metrics_table(a)]))
         details.append(_Block("details", text=f"All trend fits: {a.name} ({len(a.fits)})",
                               children=[_fits_table([a], [(a.name, f) for f in a.fits])]))
         if a.failures:
-            details.append(_Block("details", text=f"Fits skipped: {a.name} ({len(a.failures)})", children=[_Block("ul", items=a.failures)]))
+            details.append(_Block("details", text=f"Fits skipped: {a.name} ({len(a.failures)})",
+                                  children=[_Block("ul", items=a.failures)]))
     blocks += details
     return blocks
 
@@ -562,11 +586,66 @@ def _to_html(blocks: list[_Block], title: str) -> str:
             f"<style>{_CSS}</style></head><body>\n{render(blocks)}\n</body></html>\n")
 
 
+def _summary_json(ans: list[StudyAnalysis], predict: Sequence[str]) -> str:
+    """Machine-readable twin of the report: metrics, fits (without replicates), phases, alerts."""
+    import json
+
+    from .records import to_dict
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    def fit_dict(f: TrendFit) -> dict[str, Any]:
+        d = {k: getattr(f, k) for k in ("metric", "form", "arm", "benchmark", "budget_tokens", "coef", "coef_lo", "coef_hi",
+                                        "r2", "loso_error", "loso_errors", "criterion", "params_convention", "level",
+                                        "resid_sd", "point_sd", "x_ref")}
+        d["sizes"] = [p.size for p in f.points]
+        return d
+
+    data = {
+        "studies": [
+            {
+                "name": a.name,
+                "path": str(a.path),
+                "params_convention": a.convention,
+                "n_boot": a.ms.n_boot,
+                "level": a.ms.level,
+                "skipped": a.study.skipped,
+                "metrics": [to_dict(m) for m in a.ms.metrics],
+                "curves": [
+                    {"size": k[0], "arm": k[1], "benchmark": k[2], "budget_tokens": k[3], "metric": k[4],
+                     "value": e.value, "lo": e.lo, "hi": e.hi}
+                    for k, e in a.ms.values.items() if k[4] in ("accuracy_auc", "accuracy_change", "length_reduction_frac")
+                ],
+                "fits": [fit_dict(f) for f in a.fits],
+                "fits_skipped": a.failures,
+                "predictions": [
+                    {"size": t, "metric": f.metric, "arm": f.arm, "benchmark": f.benchmark, "budget_tokens": f.budget_tokens,
+                     "value": v[0], "lo": v[1], "hi": v[2]}
+                    for t, f, v in a.predictions
+                ],
+                "phases": [to_dict(p) for p in a.phases],
+                "alerts": [to_dict(al) for al in a.alerts],
+            }
+            for a in ans
+        ],
+        "predict": list(predict),
+    }
+    return json.dumps(clean(data), indent=1) + "\n"
+
+
 def write_report(
     analyses: Sequence[StudyAnalysis], out_dir: str | Path, *, predict: Sequence[str] = (), progress: bool = True
 ) -> tuple[Path, Path]:
     """Render analyses (one study, or several compared on the same axes) to
-    ``out_dir/report.md`` (+ ``figures/*.png``) and a self-contained ``out_dir/report.html``."""
+    ``out_dir/report.md`` (+ ``figures/*.png``), a self-contained ``out_dir/report.html`` and
+    ``out_dir/summary.json`` (the same numbers, machine-readable)."""
     from .studydir import atomic_write_bytes, atomic_write_text
 
     ans = list(analyses)
@@ -584,6 +663,7 @@ def write_report(
     md, page = out / "report.md", out / "report.html"
     atomic_write_text(md, _to_md(blocks))
     atomic_write_text(page, _to_html(blocks, title))
+    atomic_write_text(out / "summary.json", _summary_json(ans, predict))
     if progress:
         _log(f"wrote {md} and {page}")
     return md, page

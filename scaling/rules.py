@@ -310,7 +310,7 @@ def train_layout(facts: ModelFacts, profile: ClusterProfile, t: Any, fixed: dict
     (least communication first); colocated vLLM (TRL's default, no idle GPUs) before a
     dedicated server, and transformers generation (``none``, slow) only when no engine fits
     beside the training state; the fewest GPUs whose estimated training time is within
-    TARGET_TRAIN_HOURS, else the most GPUs that fit (profile.max_nodes). "Fits" means model
+    TARGET_TRAIN_HOURS, else the fastest layout within profile.max_nodes. "Fits" means model
     states + activations (+ the colocated engine's VLLM_COLOCATE_MEM_FRAC) <= USABLE_MEM_FRAC of
     a GPU. ``fixed`` holds the values the recipe set (finetune, zero_stage, vllm_mode, gpus,
     tensor_parallel, per_device_batch) and they are respected.
@@ -324,8 +324,11 @@ def train_layout(facts: ModelFacts, profile: ClusterProfile, t: Any, fixed: dict
 
     if profile.gpus_per_node <= 0:  # CPU: one process, no vLLM, no ZeRO
         budget = profile.mem_per_node_gb * USABLE_MEM_FRAC
+        share = t.prompts_per_step * t.num_generations // t.off_policy_staleness
         for ft in finetunes:
             for mb in micro:
+                if share % mb:
+                    continue  # the micro-batch must divide the completions of an optimiser step (TRL)
                 mem = train_memory_gb(facts, finetune=ft, zero_stage=0, num_gpus=1, seq_tokens=seq,
                                       per_device_batch=mb, lora_rank=t.lora_rank, lora_targets=targets)
                 if mem <= budget:
@@ -401,12 +404,12 @@ def train_layout(facts: ModelFacts, profile: ClusterProfile, t: Any, fixed: dict
                     continue
                 if cand.hours <= TARGET_TRAIN_HOURS:
                     return cand
-                if best is None or cand.gpus > best.gpus:
-                    best = cand
+                if best is None or cand.hours < best.hours:
+                    best = cand  # over the target: the fastest layout the profile allows
                 break  # colocate fits: do not also try a server at this GPU count
         if best is not None:
-            return dataclasses.replace(best, reason=best.reason + f" (over the {TARGET_TRAIN_HOURS:.0f} h target "
-                                       "with the most GPUs the profile allows; requeues past the time limit)")
+            return dataclasses.replace(best, reason=best.reason + f" (over the {TARGET_TRAIN_HOURS:.0f} h target: "
+                                       "the fastest layout the profile allows; requeues past the time limit)")
     most = max(counts)
     full = train_memory_gb(facts, finetune=Finetune.full, zero_stage=3, num_gpus=most, seq_tokens=seq,
                            per_device_batch=1, lora_rank=t.lora_rank, lora_targets=targets)
@@ -512,6 +515,9 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
     res = job_resources(profile, gpus=lay.gpus, tensor_parallel=lay.rollout_tp, timeout_min=limit)
     _resources(out, prov, reasons, "train", res, rt, "train_layout", lay.reason)
     est = out["estimates"]
+    if not profile.requeue:
+        _warn_if_over(est, "train", lay.hours, profile, "the profile does not requeue: lower train.max_steps or "
+                      "use a larger profile")
     est.update(train_hours=lay.hours, train_gpu_hours=lay.hours * max(lay.gpus, 0),
                train_mem_per_gpu_gb=lay.mem_per_gpu_gb, train_requeues=max(0, math.ceil(lay.hours * 60 / limit) - 1))
 
@@ -530,10 +536,12 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
         _warn_if_over(est, "eval", hours, profile, "set eval.max_problems, lower eval.budgets or use a larger profile")
         res = job_resources(profile, gpus=tp * dp, tensor_parallel=tp, data_parallel=dp,
                             timeout_min=time_limit_min(hours, profile))
-        _resources(out, prov, reasons, "eval", res, s.resources.eval, "eval_layout",
-                   f"TP {tp} holds the weights + {EVAL_MIN_SEQS} sequences of {max_budget} tokens in "
-                   f"{VLLM_SERVER_MEM_FRAC:.0%} of a GPU; {dp} replica(s) keep the largest benchmark "
-                   f"({heaviest} problems x {ev.samples_per_problem}) within the time limit")
+        why = (f"TP {tp} holds the weights + {EVAL_MIN_SEQS} sequences of {max_budget} tokens in "
+               f"{VLLM_SERVER_MEM_FRAC:.0%} of a GPU; {dp} replica(s) keep the largest benchmark "
+               f"({heaviest} problems x {ev.samples_per_problem}) within the time limit")
+        if profile.gpus_per_node <= 0:
+            why = f"CPU profile: one local process with the node's {profile.cpus_per_node} cores; est. {hours:.2f} h"
+        _resources(out, prov, reasons, "eval", res, s.resources.eval, "eval_layout", why)
 
     # ---- curation: pass rate of the model over train.dataset
     c = s.curate

@@ -113,7 +113,7 @@ def detect_phases(
     tail = max(3, int(round(TAIL_FRAC * n)))
     P = float(np.median(Ls[-tail:]))
     band = np.abs(Ls - P) <= tol_frac * abs(P)
-    rule = PHASE_RULE.format(tol=tol_frac, hold=h)
+    rule = f"band {tol_frac:.0%}, hold {h} logged steps, median window {w}"
     if not band[-h:].all():
         return PhaseSplit(
             size=size, run_id=run_id, transition_step=-1, steps=n,
@@ -130,12 +130,12 @@ def detect_phases(
         reason = f"length rose from {Ls[0]:.0f} to a plateau of {P:.0f} tokens ({rule})"
 
     def mean(v: np.ndarray | None, sl: slice) -> float:
-        return float(np.nanmean(v[sl])) if v is not None and v[sl].size and np.isfinite(v[sl]).any() else math.nan
+        return _nanmean(v[sl]) if v is not None else math.nan
 
     def change(v: np.ndarray | None) -> float:
         if v is None or not np.isfinite(v).any():
             return math.nan
-        vs = _running_median(np.nan_to_num(v, nan=float(np.nanmean(v))), w)
+        vs = _running_median(np.nan_to_num(v, nan=_nanmean(v)), w)
         return float(vs[-1] - vs[i])
 
     return PhaseSplit(
@@ -151,6 +151,12 @@ def detect_phases(
         reward_change_refinement=change(rew),
         accuracy_change_refinement=change(acc),
     )
+
+
+def _nanmean(v: np.ndarray) -> float:
+    """Mean of the finite values, NaN when there are none (no RuntimeWarning)."""
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
 
 
 def _columns(signals: Any) -> dict[str, np.ndarray]:
@@ -190,11 +196,10 @@ def _tail_stats(signals: Any) -> dict[str, dict[str, float]]:
         m = np.flatnonzero(c["size"] == size)
         m = m[np.argsort(c["step"][m], kind="stable")]
         tail = m[-max(1, len(m) // 4) :]
-        with np.errstate(all="ignore"):
-            out[str(size)] = {
-                k: float(np.nanmean(c[k][tail].astype(np.float64)))
-                for k in ("reward_mean", "zero_std_frac", "tokens_correct_mean", "tokens_incorrect_mean")
-            }
+        out[str(size)] = {
+            k: _nanmean(c[k][tail].astype(np.float64))
+            for k in ("reward_mean", "zero_std_frac", "tokens_correct_mean", "tokens_incorrect_mean")
+        }
     return out
 
 
@@ -215,13 +220,19 @@ def find_alerts(ms: Any, signals: Any = None, phases: Sequence[PhaseSplit] = (),
                 rows = [by_key.get((size, ckpt, bench, b)) for b in buds]
                 rows = [r for r in rows if r is not None]
                 if rows:
-                    worst = max(rows, key=lambda r: (r.accuracy_hi - r.accuracy_lo) if np.isfinite(r.accuracy_hi - r.accuracy_lo) else 1.0)
+                    widths = [r.accuracy_hi - r.accuracy_lo for r in rows]
+                    worst = rows[int(np.argmax([w if np.isfinite(w) else 1.0 for w in widths]))]
                     width = worst.accuracy_hi - worst.accuracy_lo
-                    if worst.n_problems < FEW_PROBLEMS or not np.isfinite(width) or width > FEW_WIDTH:
+                    few = min(r.n_problems for r in rows)
+                    why = []
+                    if few < FEW_PROBLEMS:
+                        why.append(f"only {few} problems (< {FEW_PROBLEMS})")
+                    if not np.isfinite(width) or width > FEW_WIDTH:
+                        why.append(f"accuracy interval {width:.2f} wide at budget {worst.budget_tokens} (> {FEW_WIDTH})")
+                    if why:
                         alerts.append(Alert(
                             kind="few_samples", size=size, benchmark=bench, checkpoint=ckpt,
-                            message=(f"{size} {ckpt} {bench}: accuracy interval {width:.2f} wide at budget "
-                                     f"{worst.budget_tokens} from {worst.n_problems} problems x {worst.k} samples; "
+                            message=(f"{size} {ckpt} {bench}: {' and '.join(why)} with {worst.k} samples per problem; "
                                      "add problems or samples before trusting this size"),
                         ))
                 if ckpt == base or len(buds) < 2:

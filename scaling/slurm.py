@@ -44,9 +44,11 @@ from .errors import LaunchError
 from .launch import JobBody, SECRET_ENV_VARS
 from .records import ClusterProfile, JobSpec
 
-# submitit logs to the "submitit" logger; its warnings (e.g. sacct without accounting) are noise
-# for our users because we never ask submitit for states.
-logging.getLogger("submitit").setLevel(logging.ERROR)
+
+def _quiet_submitit() -> None:
+    """On the launching side only: submitit's warnings (e.g. sacct without accounting) are noise
+    for our users because we never ask submitit for states. Job logs keep submitit's INFO lines."""
+    logging.getLogger("submitit").setLevel(logging.ERROR)
 
 # Seconds between Slurm's warning signal and the kill. Checkpointable (training) jobs get more
 # time so the largest sizes can write a ZeRO-3 checkpoint (labelled default, not from a paper);
@@ -80,10 +82,11 @@ def executor_params(job: JobSpec, profile: ClusterProfile) -> dict[str, Any]:
         "nodes": int(r.nodes),
         "tasks_per_node": int(r.tasks_per_node),
         "cpus_per_task": int(r.cpus_per_task),
-        "gpus_per_node": int(r.gpus_per_node),
         "mem_gb": int(r.mem_gb),
         "timeout_min": int(r.timeout_min),
     }
+    if r.gpus_per_node > 0:  # CPU-only jobs ask for no GPU gres at all
+        params["gpus_per_node"] = int(r.gpus_per_node)
     for key in ("partition", "account", "qos", "constraint"):
         value = getattr(profile, key)
         if value:
@@ -115,8 +118,6 @@ def _slurm_kwargs(params: dict[str, Any]) -> dict[str, Any]:
             out[key[len("slurm_"):]] = value
         else:
             raise ValueError(f"executor parameter {key!r} has no Slurm equivalent")
-    if out.get("gpus_per_node") == 0:
-        out.pop("gpus_per_node")  # no --gpus-per-node=0 line: CPU-only jobs ask for no GRES
     return out
 
 
@@ -170,10 +171,15 @@ class CheckpointableBody(JobBody, submitit.helpers.Checkpointable):
 
         run = from_dict(RunSpec, yaml.safe_load(Path(self.run_yaml).read_text()))
         cmd = worker_command(run, dict(os.environ), Path(self.run_yaml).parent, entry=self.entry)
-        proc = subprocess.Popen(cmd, start_new_session=True)
+        sig = _preempt_signal()
+
+        def ignore_warning_signal() -> None:
+            # Slurm signals every process of the step; the workers must hear only our SIGUSR1
+            signal.signal(sig, signal.SIG_IGN)
+
+        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=ignore_warning_signal)
         self._child_pid = proc.pid
         self._forwarded = False
-        sig = _preempt_signal()
         previous = signal.getsignal(sig)
 
         def forward(signum: int, frame: Any) -> None:
@@ -435,6 +441,7 @@ class SubmititExecutor:
             if missing:
                 raise LaunchError(f"--executor slurm: {', '.join(missing)} not found on PATH; run on a Slurm login "
                                   "node or use --executor local")
+        _quiet_submitit()
         self.name = kind
         self.profile = profile
         self.handles_dependencies = kind == "slurm"
@@ -445,7 +452,7 @@ class SubmititExecutor:
         params = executor_params(job, self.profile)
         if self.name == "local":
             return {"executor": "local", "timeout_min": params["timeout_min"],
-                    "gpus_per_node": params["gpus_per_node"], "items": list(items)}
+                    "gpus_per_node": params.get("gpus_per_node", 0), "items": list(items)}
         script = sbatch_script(params, folder=folder, map_count=len(items) if items else None,
                                dependency=dependency_string(after) if after else None)
         return {"executor": "slurm", "params": params, "sbatch": sbatch_lines(script)}
@@ -466,7 +473,8 @@ class SubmititExecutor:
             ex.update_parameters(**params)
             return ex
         ex = submitit.AutoExecutor(folder=folder, cluster="local")
-        local = {k: params[k] for k in ("name", "timeout_min", "gpus_per_node")}
+        local = {"name": params["name"], "timeout_min": params["timeout_min"],
+                 "gpus_per_node": params.get("gpus_per_node", 0)}
         ex.update_parameters(**local, tasks_per_node=1)
         return ex
 

@@ -18,8 +18,9 @@ It writes one ``records.EvalRecord`` per (problem, sample, budget) to
 (aggregation never loads texts), atomically, then ``DONE``. ``decoded_tokens`` counts the
 tokens each row adds (so the sum over a job is its real decoding cost, see docs/evaluation.md).
 
-Resumable: problems are processed in fixed chunks whose results land in ``.progress/`` shards;
-a requeued job skips finished chunks. Departures: Art does not name its grader, we use
+Resumable: problems are processed in fixed chunks (``eval.chunk_requests`` problem x sample
+requests each, one generate call per chunk) whose results land in ``.progress/`` shards; a
+requeued job skips finished chunks. Departures: Art does not name its grader, we use
 math-verify (``scaling.grade``); interventions (Paper B, arXiv 2505.07961) follow our own
 parameterisation (``jobs/interventions.py``).
 """
@@ -33,14 +34,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import JobError
 
-__all__ = ["main", "evaluate_benchmark", "load_run", "PROGRESS_DIR", "CHUNK_PROBLEMS"]
+__all__ = ["main", "evaluate_benchmark", "load_run", "PROGRESS_DIR"]
 
 PROGRESS_DIR = ".progress"  # hidden: not part of the job's outputs (DONE's hash skips it)
-CHUNK_PROBLEMS = 16  # problems per resumable shard (labelled default: small enough to lose little on requeue)
 
 
 def load_run(run_yaml: str | Path) -> Any:
@@ -101,12 +101,14 @@ def evaluate_benchmark(
     *,
     model_path: str,
     generator: Any = None,
-    chunk_problems: int = CHUNK_PROBLEMS,
+    chunk_problems: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate one benchmark into ``out_dir`` (records, texts, DONE) and return DONE's info.
 
     ``generator`` may be passed in (tests, perf) to reuse a loaded model; it must have been
-    built with the run's intervention."""
+    built with the run's intervention. Problems are generated in resumable chunks of
+    ``chunk_problems`` (default ``eval.chunk_requests // samples_per_problem``): one generate
+    call per chunk, so vLLM keeps its batch full within a chunk and a requeue loses at most one."""
     from ..benchmarks import format_choice_problem, gold_answer, to_dataset_spec
     from ..studydir import mark_done
     from .data import build_prompt, load_problems
@@ -126,18 +128,8 @@ def evaluate_benchmark(
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        intervention = make_intervention_config(settings, tokenizer, think_end=run.model.think_end)
-        generator = make_generator(
-            settings.backend,
-            model_path,
-            seed=run.seed,
-            tensor_parallel=run.resources.tensor_parallel,
-            data_parallel=run.resources.data_parallel,
-            intervention=intervention,
-            batch_size=settings.batch_size,
-            max_model_len=None,
-        )
-    tokenizer = generator.tokenizer
+    else:
+        tokenizer = generator.tokenizer
 
     rows = load_problems(to_dataset_spec(spec, max_rows=settings.max_problems))
     problems: list[_Problem] = []
@@ -152,18 +144,43 @@ def evaluate_benchmark(
         problems.append(_Problem(pid, prompt, ids, gold, sample_seed(run.seed, spec.name, pid)))
     if len({p.id for p in problems}) != len(problems):
         raise JobError(f"benchmark {spec.name}: problem ids are not unique; set id_column in its YAML")
+    own_generator = generator is None
 
+    def load_generator() -> Any:
+        """Built only when a chunk is left to generate (a resumed job may have none)."""
+        intervention = make_intervention_config(settings, tokenizer, think_end=run.model.think_end)
+        # the context vLLM must hold: the longest prompt + the largest budget + a forced answer
+        longest = max((len(p.prompt_ids) for p in problems), default=0)
+        return make_generator(
+            settings.backend,
+            model_path,
+            seed=run.seed,
+            tensor_parallel=run.resources.tensor_parallel,
+            data_parallel=run.resources.data_parallel,
+            intervention=intervention,
+            batch_size=settings.batch_size,
+            max_model_len=longest + budgets[-1] + int(settings.answer_tokens) + 64,
+        )
+
+    if chunk_problems is None:
+        chunk_problems = max(1, int(settings.chunk_requests) // max(1, int(settings.samples_per_problem)))
     progress = out_dir / PROGRESS_DIR
     chunks = [problems[k : k + chunk_problems] for k in range(0, len(problems), chunk_problems)]
     _check_progress_plan(progress, [p.id for p in problems], chunk_problems, budgets, settings, run.seed)
     ctx = _Context(run, spec, settings, budgets, protocol, generator, tokenizer)
-    with _progress_bar(len(chunks), f"eval {run.run_id} {spec.name}") as advance:
-        for idx, chunk in enumerate(chunks):
-            shard = progress / f"part-{idx:05d}.parquet"
-            if not shard.exists():
-                records, texts = _evaluate_chunk(ctx, chunk)
-                _write_shard(progress, idx, records, texts)
-            advance()
+    try:
+        with _progress_bar(len(chunks), f"eval {run.run_id} {spec.name}") as advance:
+            for idx, chunk in enumerate(chunks):
+                shard = progress / f"part-{idx:05d}.parquet"
+                if not shard.exists():
+                    if ctx.generator is None:
+                        ctx.generator = load_generator()
+                    records, texts = _evaluate_chunk(ctx, chunk)
+                    _write_shard(progress, idx, records, texts)
+                advance()
+    finally:
+        if own_generator and ctx.generator is not None:
+            ctx.generator.close()
     info = _finalize(out_dir, progress, len(chunks))
     info.update(
         problems=len(problems),
@@ -230,7 +247,10 @@ def _evaluate_chunk(ctx: _Context, chunk: list[_Problem]) -> tuple[list[dict], l
     records: list[dict] = []
     texts: list[dict] = []
     for i, p in enumerate(chunk):
-        open_at_start = thinking_open_after(p.prompt_ids, think_start_id=think_start_id, think_end_id=think_end_id)
+        # a non-thinking model (or thinking switched off) spends no thinking tokens
+        open_at_start = require_end and thinking_open_after(
+            p.prompt_ids, think_start_id=think_start_id, think_end_id=think_end_id
+        )
         for j in range(k):
             sample = out[i][j]
             ids = sample.token_ids

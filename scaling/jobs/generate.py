@@ -28,6 +28,7 @@ inside functions only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -82,9 +83,11 @@ class Generator(Protocol):
         top_p: float,
         top_k: int,
         seed: int | Sequence[int],
-    ) -> list[list[Sample]]: ...
+    ) -> list[list[Sample]]:
+        """``out[i][j]`` is sample j of prompt i; sample j is drawn with ``sample_seed(seed_i, j)``."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the model (and any replica processes)."""
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -575,10 +578,8 @@ class VllmGenerator:
 
     def close(self) -> None:
         for conn, proc in self.replicas:
-            try:
+            with contextlib.suppress(OSError):  # a replica that already died needs no stop message
                 conn.send(None)
-            except OSError:
-                pass
             proc.join(timeout=60)
         self.replicas = []
         self.llm = None

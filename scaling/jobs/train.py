@@ -447,6 +447,7 @@ def main(run_yaml: str) -> None:
 
     from ..rewards import ShapedReward
     from ..studydir import is_done, mark_done
+    from .data import repair_jsonl
     from .models import resolve_model
 
     job_dir = Path(run_yaml).resolve().parent
@@ -487,9 +488,7 @@ def main(run_yaml: str) -> None:
     )
     stop_cb.install()
     resume = newest_checkpoint(job_dir)
-    from .data import repair_jsonl
-
-    repair_jsonl(job_dir / SIGNALS_JSONL)
+    repair_jsonl(job_dir / SIGNALS_JSONL)  # a torn line from a crash mid-append
     if resume:
         print(f"[train] resuming from {resume}")
     try:

@@ -228,3 +228,12 @@ def test_budget_forcing_keeps_thinking_between_its_minimum_and_maximum(chatty_mo
     assert max(capped) <= 11  # 10 thinking tokens + the forced </think>
     forced = [n for t, n in zip(capped, total) if t == 11]  # thinking forced closed at the maximum
     assert forced and max(forced) <= 11 + 6 + 1  # + the capped answer + the forced end of sequence
+
+
+def test_non_thinking_mode_counts_no_thinking_and_grades_the_whole_text(tmp_path, generator, chatty_model_dir,
+                                                                        bench_file):
+    recs = read(run_bench(tmp_path, generator, chatty_model_dir, bench_file, "nothink", enable_thinking=False)
+                / "records.parquet")
+    assert all(r["thinking_tokens"] == 0 for r in recs)
+    finished = [r for r in recs if r["finished"]]
+    assert finished and all(r["grade"] != "truncated" for r in finished)  # no </think> needed

@@ -88,6 +88,12 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         assert f"## {heading}" in md_text or f"### {heading}" in md_text, heading
     assert "8b/eval-trained/aime25: no DONE marker" in md_text
     assert "| 70b | accuracy |" in md_text
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())["studies"][0]
+    assert summary["skipped"] == ["8b/eval-trained/aime25"]
+    assert {f["metric"] for f in summary["fits"]} >= {"accuracy", "tokens_mean", "accuracy_auc"}
+    assert any(p["size"] == "70b" and p["lo"] <= p["value"] <= p["hi"] for p in summary["predictions"])
     _assert_self_contained(page)
     _check_in_chromium(page, tmp_path)
 

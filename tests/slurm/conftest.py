@@ -64,10 +64,23 @@ def slurm_cluster() -> str:
     return conf
 
 
+@pytest.fixture(scope="session")
+def slurm_runs_root():
+    """Study directories of this session, outside pytest's rotating basetemp (which other pytest
+    runs on the same machine may delete while a Slurm job still writes there)."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="scaling-slurm-tests-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
-def slurm_env(slurm_cluster, tmp_path, monkeypatch):
-    """A runs dir under the repository-visible temp dir; jobs import tests.slurm.bodies."""
+def slurm_env(slurm_cluster, slurm_runs_root, request, monkeypatch):
+    """A fresh runs dir per test; jobs import tests.slurm.bodies (cwd and PYTHONPATH = repo root)."""
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     monkeypatch.setenv("COLUMNS", "200")
-    return tmp_path / "runs"
+    runs = slurm_runs_root / request.node.name / "runs"
+    runs.mkdir(parents=True)
+    return runs

@@ -109,3 +109,13 @@ def test_collect_plan_without_params_is_an_error(study: Path) -> None:
     (study / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(RecordError, match="params_total"):
         collect(study)
+
+
+@pytest.mark.parametrize(
+    "key,label",
+    [("0_6b", "0.6B"), ("30b_a3b", "30B-A3B"), ("4b_instruct_2507", "4B-instruct-2507"), ("0_1m", "0.1M"), ("tiny", "tiny")],
+)
+def test_size_label_from_key(key: str, label: str) -> None:
+    from scaling.collect import size_label
+
+    assert size_label(key) == label

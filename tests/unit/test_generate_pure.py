@@ -118,7 +118,6 @@ def test_backend_resolution():
 
 
 def test_vllm_backend_without_vllm_is_a_clear_error():
-    pytest.importorskip("transformers")
     import importlib.util
 
     if importlib.util.find_spec("vllm") is not None:

@@ -137,3 +137,19 @@ def test_choice_grading_compares_letters():
     assert grade(_r("Answer: (B)"), "(C)", kind="choice") == Grade(False, "wrong", "B")
     assert grade(_r("no idea"), "A", kind="choice").status == "no_answer"
     assert grade("<think>B", "B", kind="choice").status == "truncated"
+
+
+def test_a_forked_child_grades_with_its_own_worker():
+    import multiprocessing as mp
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    assert grade(_r("\\boxed{1}"), "1").correct  # the parent's worker exists now
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=lambda: q.put(grade(_r("\\boxed{2}"), "2").status))
+    p.start()
+    p.join(60)
+    assert q.get(timeout=5) == "ok"
+    assert grade(_r("\\boxed{3}"), "3").correct  # and the parent's worker still answers

@@ -252,3 +252,32 @@ def test_resources_the_recipe_fixes_are_kept():
     assert plan.run("8b/train").provenance["resources.nodes"] == "--set"
     assert plan.run("8b/eval-base").resources.timeout_min == 600
     assert dataclasses.asdict(plan.run("8b/eval-base").resources)["timeout_min"] == 600
+
+
+GOLDEN = ROOT / "tests" / "golden" / "plan"
+
+
+def _summary(plan) -> list[str]:
+    """One line per job: the resource decisions a rules/facts change would move."""
+    lines = []
+    for job in plan.jobs:
+        r, run = job.resources, plan.run(job.run_id)
+        mode = f" {run.train.finetune.value} Z{run.train.zero_stage} {run.train.vllm_mode.value}" if run.stage is Stage.train else ""
+        lines.append(f"{job.run_id} {r.nodes}x{r.gpus_per_node} tp{r.tensor_parallel} dp{r.data_parallel} "
+                     f"{r.timeout_min}min {job.gpu_hours:.1f}gpuh{mode} after={','.join(job.after)}")
+    return lines + [f"total {plan.gpu_hours:.1f}"]
+
+
+@pytest.mark.parametrize("recipe, profile", [("qwen3-ladder", "h100_8x80gb"), ("art-paper", "h100_8x80gb"),
+                                             ("qwen3-ladder", "small_4x24gb")])
+def test_plan_matches_its_golden_record(recipe, profile):
+    sizes = ["0_6b", "1_7b", "4b", "8b"] if profile == "small_4x24gb" else None
+    got = _summary(make_plan(load_study(ROOT / "recipes" / f"{recipe}.yaml", sizes=sizes, profile=profile)))
+    path = GOLDEN / f"{recipe}.{profile}.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(got) + "\n")
+        pytest.skip(f"recorded {path.relative_to(ROOT)}")
+    want = path.read_text().splitlines()
+    assert got == want, (f"the plan of {recipe} on {profile} changed. If this is intended (a rule, a recipe or "
+                         f"facts.py changed), delete {path.relative_to(ROOT)} and rerun to record it again")

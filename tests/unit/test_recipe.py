@@ -163,3 +163,62 @@ def test_every_method_value_cites_its_source():
         if not stripped or stripped.startswith("#") or stripped.endswith(":"):
             continue
         assert "#" in stripped, f"value without a cited source: {line}"
+
+
+def test_every_recipe_field_is_documented_in_docs_recipes():
+    import dataclasses
+
+    from scaling.recipe import StageResources, StudySettings
+    from scaling.records import (ClusterProfile, CurateSettings, DatasetSpec, EvalSettings, ModelFacts, RewardSpec,
+                                 SftSettings, TrainSettings)
+
+    text = (ROOT / "docs" / "recipes.md").read_text()
+    missing = [f"{cls.__name__}.{f.name}"
+               for cls in (ModelFacts, TrainSettings, RewardSpec, DatasetSpec, CurateSettings, SftSettings,
+                           EvalSettings, StageResources, StudySettings, ClusterProfile)
+               for f in dataclasses.fields(cls) if f"`{f.name}`" not in text]
+    assert not missing, f"document these fields in docs/recipes.md: {missing}"
+
+
+QWEN3_CONFIGS = {"Qwen3-0.6B": "0_6b", "Qwen3-1.7B": "1_7b", "Qwen3-4B": "4b", "Qwen3-8B": "8b", "Qwen3-14B": "14b",
+                 "Qwen3-32B": "32b", "Qwen3-30B-A3B": "30b_a3b", "Qwen3-4B-Instruct-2507": "4b_instruct_2507",
+                 "Qwen3-4B-Thinking-2507": "4b_thinking_2507", "Qwen3-30B-A3B-Instruct-2507": "30b_a3b_instruct_2507",
+                 "Qwen3-30B-A3B-Thinking-2507": "30b_a3b_thinking_2507"}
+
+
+@pytest.fixture(scope="module")
+def every_qwen3_size():
+    keys = ",".join(QWEN3_CONFIGS.values())
+    return load_study(LADDER, overrides=[f"study.sizes=[{keys}]"])
+
+
+@pytest.mark.parametrize("name", list(QWEN3_CONFIGS))
+def test_size_files_agree_with_the_config_json_fixtures(name, every_qwen3_size):
+    import json
+
+    from scaling.facts import facts_from_config
+
+    path = ROOT / "tests" / "data" / "configs" / name / "config.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not present (tests/data/configs is H7's fixture set)")
+    key = QWEN3_CONFIGS[name]
+    ref = facts_from_config(json.loads(path.read_text()), family="qwen3", size=key, label="", hf_id="")
+    mine = every_qwen3_size.settings[key].model
+    for field in ("model_type", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                  "intermediate_size", "vocab_size", "tie_embeddings", "qk_norm", "attention_bias", "max_position",
+                  "num_experts", "experts_per_token", "moe_intermediate_size", "params_total", "params_active"):
+        assert getattr(mine, field) == getattr(ref, field), (key, field)
+
+
+@pytest.mark.parametrize("data", [
+    {"train": {"learning_rate": 1e-6, "finetune": "lora", "reward": {"levels": {"short": 0.3}, "mask": ["incorrect"]}}},
+    {"train": {"learning_rate": "5e-7", "max_steps": "10"}, "eval": {"budgets": [1024, 2048]}},
+    {"model": {"label": 8, "hidden_size": 64}, "resources": {"train": {"nodes": 2}}},
+])
+def test_fast_path_builds_exactly_what_omegaconf_builds(data):
+    from omegaconf import OmegaConf
+
+    from scaling.recipe import SizeSettings, _structured
+
+    slow = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SizeSettings), data))
+    assert _structured(SizeSettings, data) == slow

@@ -18,13 +18,6 @@ SMALL = load_profile("small_4x24gb")
 CPU = load_profile("local_cpu")
 
 
-def _qwen3(size: str) -> ModelFacts:
-    study = load_study("recipes/art-paper.yaml" if "2507" in size else "recipes/qwen3-ladder.yaml",
-                       overrides=[] if "2507" in size else [f"study.sizes=[{size}]"],
-                       sizes=[size] if "2507" in size else None)
-    return study.settings[size].model
-
-
 @pytest.fixture(scope="module")
 def facts() -> dict[str, ModelFacts]:
     study = load_study("recipes/qwen3-ladder.yaml", overrides=["study.sizes=[0_6b,1_7b,4b,8b,14b,32b,30b_a3b]"])
