@@ -149,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     runs_help = "directory holding study directories (default: runs)"
     p = sub.add_parser("launch", help="submit a study (Slurm when available, else local)")
     _add_recipe_args(p)
-    p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"], default="auto")
-    p.add_argument("--runs-dir", default="runs", help=runs_help)
-    p.add_argument("--dry-run", action="store_true", help="print what would be submitted; submit nothing")
+    p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"], default="auto",
+                   help="slurm when sbatch is on PATH (auto), else local; debug runs jobs in this process")
+    p.add_argument("--runs-dir", default=None, help="directory holding study directories (default: the recipe's "
+                   "study.runs_dir, runs)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be submitted (sbatch lines); submit nothing")
     p.add_argument("--wait", action="store_true", help="block until every job ends, with progress")
     p.set_defaults(func=_cmd_launch)
 

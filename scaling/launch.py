@@ -251,6 +251,9 @@ def refresh_states(sdir: Path, manifest: dict[str, Any], ex: Executor | None) ->
             info["state"] = "timeout"
         elif "cancelled" in states:
             info["state"] = "cancelled"
+        elif entry.get("cancelled"):
+            info["state"] = "cancelled"
+            info["detail"] = "by scaling cancel"
         else:
             info["state"] = "failed"
             if "succeeded" in states:
@@ -307,6 +310,7 @@ def _submit_one(sdir: Path, ex: Executor, job: JobSpec, items: list[str], after_
             e["job_id"] = ids[0]
             e["attempts"] = int(e.get("attempts", 0)) + 1
         e["state"] = "pending"
+        e.pop("cancelled", None)
         e["submitted_at"] = now
         e["submitted_ts"] = time.time()
         e.setdefault("history", []).append({"time": now, "ids": ids, "items": items if job.array else []})
@@ -398,10 +402,8 @@ def _resolve_runs_dir(study: Any, runs_dir: str | os.PathLike[str] | None) -> Pa
 
 
 def _print_dry_run(sdir: Path, plan: Plan, ex: Executor) -> None:
-    from rich.console import Console
-
-    console = Console()
-    console.print(f"[bold]dry run[/bold]: study {plan.study} -> {sdir} with the {ex.name} executor; nothing is submitted")
+    """Plain lines (no wrapping, greppable): each job, its dependencies and its sbatch lines."""
+    print(f"dry run: study {plan.study} -> {sdir} with the {ex.name} executor; nothing is submitted")
     ids = {j.run_id: f"<{j.run_id}>" for j in plan.jobs}
     for job in topo_order(plan.jobs):
         done = sd.run_is_done(sdir, job.run_id, job.array) if sdir.exists() else False
@@ -416,12 +418,11 @@ def _print_dry_run(sdir: Path, plan: Plan, ex: Executor) -> None:
             head += "  checkpointable"
         if done:
             head += "  (already DONE: skipped)"
-        console.print(head, highlight=False, markup=False)
+        print(head)
         for line in desc.get("sbatch", []):
-            console.print(f"    {line}", highlight=False, markup=False)
+            print(f"    {line}")
         if "sbatch" not in desc:
-            console.print("    " + json.dumps({k: v for k, v in desc.items() if k != "executor"}), highlight=False,
-                          markup=False)
+            print("    " + json.dumps({k: v for k, v in desc.items() if k != "executor"}))
 
 
 def _plan_json(plan: Plan) -> str:
@@ -643,9 +644,11 @@ def cancel(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = 
             for run_id, info in states.items():
                 if info["state"] in LIVE:
                     m["runs"][run_id]["state"] = "cancelled"
+                    m["runs"][run_id]["cancelled"] = True
 
         sd.update_manifest(sdir, apply)
-    print(f"cancelled {len(live_ids)} job(s) of {sdir.name}")
+    n_runs = sum(1 for info in states.values() if info["state"] in LIVE)
+    print(f"cancelled {n_runs} run(s) ({len(live_ids)} job(s) or array task(s)) of {sdir.name}")
     return 0
 
 

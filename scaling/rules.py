@@ -37,7 +37,7 @@ GROUP_SHAPINGS = frozenset({Shaping.kimi, Shaping.laser_d, Shaping.tldr})
 
 # ----------------------------------------------------------------- stated values (Art)
 ART_LEARNING_RATE = 1e-6  # Art §optimisation: every run, full fine-tuning
-ART_LARGEST_PARAMS = 30.5e9  # the largest model Art trained (Qwen3-30B-A3B-*-2507, total params)
+ART_LARGEST_PARAMS = 30.6e9  # the largest model Art trained at lr 1e-6: Qwen3-30B-A3B-*-2507, 30.53B total as counted by facts.py (rounded up so that model itself keeps 1e-6)
 ART_DEFAULT_ROLLOUT_LIMIT = 8192  # Art advice: L_R = L_T ~ 8k by default
 ART_THINKING_ROLLOUT_LIMIT = 16384  # Art: Qwen3-4B-Thinking-2507 trained at 16k/16k (thinking models: raise both)
 ART_INSTRUCT_TARGET_FRAC = 0.75  # Art: Qwen3-4B-Instruct-2507 L_T/L_R = 6k/8k ("L_T a bit below L_R")
@@ -109,7 +109,7 @@ def _round_tokens(n: float) -> int:
 def lr_by_size(facts: ModelFacts, finetune: Finetune) -> float:
     """Learning rate. Art (§optimisation) used 1e-6 for every full fine-tuning run from 0.6B to
     30B-A3B, so full FT up to Art's largest model gets 1e-6. Beyond it (not in Art) we scale by
-    sqrt(30.5e9 / params_total), the usual "larger models need smaller steps" heuristic,
+    sqrt(ART_LARGEST_PARAMS / params_total), the usual "larger models need smaller steps" heuristic,
     labelled as ours. LoRA multiplies by LORA_LR_MULTIPLIER (10x, LoRA Without Regret)."""
     total = facts.params_total or _count(facts).total
     lr = ART_LEARNING_RATE * min(1.0, math.sqrt(ART_LARGEST_PARAMS / total))

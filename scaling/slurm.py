@@ -323,29 +323,33 @@ def preflight(jobs: list[JobSpec], profile: ClusterProfile) -> list[str]:
         shapes.setdefault(_shape(params), (job, params))
     for job, params in shapes.values():
         r = job.resources
-        who = f"{job.run_id} ({r.nodes} node(s) x {r.gpus_per_node} GPU, {r.cpus_per_task * r.tasks_per_node} CPU, {r.mem_gb} GB, {r.timeout_min} min)"
+        cpus = r.cpus_per_task * r.tasks_per_node
+        issues: list[str] = []
         if r.gpus_per_node > part["gpus"]:
-            problems.append(f"{who}: asks {r.gpus_per_node} GPUs per node but partition {pname} nodes have "
-                            f"{part['gpus']}; lower gpus_per_node or use more nodes")
-        if r.cpus_per_task * r.tasks_per_node > part["cpus"]:
-            problems.append(f"{who}: asks {r.cpus_per_task * r.tasks_per_node} CPUs per node but partition "
-                            f"{pname} nodes have {part['cpus']}; lower cpus_per_task")
+            issues.append(f"{r.gpus_per_node} GPUs per node but partition {pname} nodes have {part['gpus']} "
+                          "(lower gpus_per_node or use more nodes)")
+        if cpus > part["cpus"]:
+            issues.append(f"{cpus} CPUs per node but partition {pname} nodes have {part['cpus']} (lower cpus_per_task)")
         if part["mem_gb"] and r.mem_gb > part["mem_gb"]:
-            problems.append(f"{who}: asks {r.mem_gb} GB per node but partition {pname} nodes have "
-                            f"{part['mem_gb']:.0f} GB; lower mem_gb")
+            issues.append(f"{r.mem_gb} GB per node but partition {pname} nodes have {part['mem_gb']:.0f} GB "
+                          "(lower mem_gb)")
         if r.nodes > part["nodes"]:
-            problems.append(f"{who}: asks {r.nodes} nodes but partition {pname} has {part['nodes']}")
+            issues.append(f"{r.nodes} nodes but partition {pname} has {part['nodes']}")
         if part["time_min"] is not None and r.timeout_min > part["time_min"]:
-            problems.append(f"{who}: asks {r.timeout_min} min but partition {pname} allows {part['time_min']} min; "
-                            "lower timeout_min (training requeues itself from its checkpoint)")
+            issues.append(f"{r.timeout_min} min but partition {pname} allows {part['time_min']} min "
+                          "(lower timeout_min; training requeues itself from its checkpoint)")
         with tempfile.TemporaryDirectory(prefix="scaling-preflight-") as tmp:
             script = Path(tmp) / "test.sh"
             script.write_text(sbatch_script(params, folder=tmp, command="true"))
             res = _run(["sbatch", "--test-only", str(script)], timeout_s=60)
         if res.returncode != 0:
             msg = " ".join((res.stderr or res.stdout).split()) or f"exit status {res.returncode}"
-            msg = msg.replace("sbatch: error: ", "")
-            problems.append(f"{who}: sbatch --test-only refused: {msg}")
+            issues.append("sbatch --test-only refused: " + msg.replace("sbatch: error: ", ""))
+        if issues:
+            same = [j.run_id for j in jobs if _shape(executor_params(j, profile)) == _shape(params)]
+            who = same[0] + (f" (and {len(same) - 1} more of the same shape)" if len(same) > 1 else "")
+            problems.append(f"{who} asks {r.nodes} node(s) x {r.gpus_per_node} GPU, {cpus} CPU, {r.mem_gb} GB, "
+                            f"{r.timeout_min} min: " + ", ".join(issues))
     return problems
 
 
