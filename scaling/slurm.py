@@ -166,29 +166,51 @@ class CheckpointableBody(JobBody, submitit.helpers.Checkpointable):
     def __call__(self) -> Any:
         import yaml
 
-        from .jobs.multinode import worker_command
+        from .jobs.multinode import worker_processes
         from .records import RunSpec, from_dict
 
         run = from_dict(RunSpec, yaml.safe_load(Path(self.run_yaml).read_text()))
-        cmd = worker_command(run, dict(os.environ), Path(self.run_yaml).parent, entry=self.entry)
+        job_dir = Path(self.run_yaml).parent
+        model_path = None
+        if run.train is not None and str(getattr(run.train.vllm_mode, "value", run.train.vllm_mode)) == "server":
+            from .jobs.models import resolve_model
+
+            model_path = resolve_model(run, job_dir.parents[1])
+        procs = worker_processes(run, dict(os.environ), job_dir, entry=self.entry, model_path=model_path)
         sig = _preempt_signal()
 
-        def ignore_warning_signal() -> None:
-            # Slurm signals every process of the step; the workers must hear only our SIGUSR1
-            signal.signal(sig, signal.SIG_IGN)
+        def ignore(*signals: int) -> Any:
+            def apply() -> None:  # Slurm signals every process of the step; workers hear only our SIGUSR1
+                for s in signals:
+                    signal.signal(s, signal.SIG_IGN)
+            return apply
 
-        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=ignore_warning_signal)
-        self._child_pid = proc.pid
-        self._forwarded = False
-        previous = signal.getsignal(sig)
+        server = None
+        proc = None
+        try:
+            for role, cmd, extra in procs:
+                env = {**os.environ, **extra}
+                if role == "server":  # stays up until the workers are gone (they need it to finish a step)
+                    server = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                              preexec_fn=ignore(sig, signal.SIGUSR1))
+                else:
+                    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=ignore(sig))
+            if proc is None:
+                raise RuntimeError(f"{self.entry}: no worker process planned")
+            self._child_pid = proc.pid
+            self._forwarded = False
+            previous = signal.getsignal(sig)
 
-        def forward(signum: int, frame: Any) -> None:
-            self._forward()
-            if callable(previous):
-                previous(signum, frame)  # submitit: checkpoint() on rank 0, then requeue
+            def forward(signum: int, frame: Any) -> None:
+                self._forward()
+                if callable(previous):
+                    previous(signum, frame)  # submitit: checkpoint() on rank 0, then requeue
 
-        signal.signal(sig, forward)
-        rc = proc.wait()
+            signal.signal(sig, forward)
+            rc = proc.wait()
+        finally:
+            if server is not None:
+                _stop_group(server.pid)
         if rc != 0:
             why = " after a stop signal (checkpoint saved; `scaling resume` continues it)" if self._forwarded else ""
             raise RuntimeError(f"{self.entry} {self.run_yaml} exited with status {rc}{why}")
@@ -223,6 +245,23 @@ class CheckpointableBody(JobBody, submitit.helpers.Checkpointable):
 
     def __getstate__(self) -> dict[str, Any]:  # only the strings travel (no pids, no handlers)
         return {"entry": self.entry, "run_yaml": self.run_yaml, "item": self.item}
+
+
+def _stop_group(pid: int, grace_s: float = 30.0) -> None:
+    """SIGTERM a process group, then SIGKILL it after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def wrap_body(job: JobSpec, body: JobBody) -> JobBody:

@@ -15,6 +15,9 @@ same answer; ``hostnames(..., use_scontrol=True)`` asks it). The port is ``MASTE
 set, else ``29500 + SLURM_JOB_ID % 1000`` so two jobs sharing a node do not collide (labelled
 default, not from a paper).
 
+With ``vllm_mode: server`` node 0 also runs ``trl vllm-serve`` on its last ``tensor_parallel`` GPUs
+and training uses the remaining GPUs of every node (``worker_processes``).
+
     >>> expand_nodelist("gpu-[01-02,05],login1")
     ['gpu-01', 'gpu-02', 'gpu-05', 'login1']
 """
@@ -30,6 +33,7 @@ from typing import Any, Mapping
 from ..errors import JobError
 
 BASE_PORT = 29500
+VLLM_PORT = 8000  # trl vllm-serve's default port (GRPOConfig.vllm_server_port default)
 TRAIN_MODULE = "scaling.jobs.train"
 
 
@@ -121,19 +125,79 @@ def accelerate_command(run: Any, env: Mapping[str, str], config_file: str, *, ru
     return cmd + ["-m", module, run_yaml]
 
 
-def worker_command(run: Any, env: Mapping[str, str], job_dir: str | Path, *, entry: str) -> list[str]:
-    """The process a checkpointable job runs on each node: ``accelerate launch`` when the job
-    has more than one GPU in total (config written by ``jobs.distributed``), else one Python
-    process calling the entry."""
+def _visible_gpus(env: Mapping[str, str], gpus: int) -> list[str]:
+    vis = [g for g in str(env.get("CUDA_VISIBLE_DEVICES", "")).split(",") if g.strip()]
+    return vis if len(vis) >= gpus else [str(i) for i in range(gpus)]
+
+
+def _server_mode(run: Any) -> bool:
+    mode = getattr(getattr(run, "train", None), "vllm_mode", None)
+    return str(getattr(mode, "value", mode) or "") == "server"
+
+
+def vllm_server_command(run: Any, model_path: str, port: int = VLLM_PORT) -> list[str]:
+    """``trl vllm-serve`` for ``vllm_mode: server``: the rollout engine on ``tensor_parallel`` GPUs of node 0
+    (TRL's GRPOTrainer connects to it and pushes weights after each step)."""
+    tp = max(1, int(run.resources.tensor_parallel))
+    cmd = ["trl", "vllm-serve", "--model", model_path, "--tensor_parallel_size", str(tp), "--port", str(port)]
+    t = getattr(run, "train", None)
+    if t is not None and t.rollout_limit:
+        cmd += ["--max_model_len", str(int(t.max_prompt_length) + int(t.rollout_limit))]
+    return cmd
+
+
+def worker_processes(run: Any, env: Mapping[str, str], job_dir: str | Path, *, entry: str,
+                     model_path: str | None = None) -> list[tuple[str, list[str], dict[str, str]]]:
+    """The processes a checkpointable job starts on this node: ``[(role, command, extra_env)]``.
+
+    * one GPU or CPU: one Python process calling the entry;
+    * several GPUs (train): ``accelerate launch`` (config from ``jobs.distributed``);
+    * ``vllm_mode: server``: node 0 also starts ``trl vllm-serve`` on its last ``tensor_parallel``
+      GPUs; training uses the other GPUs of EVERY node (symmetric, because ``accelerate launch``
+      starts the same number of processes per machine), and finds the server at the first host
+      (``SCALING_VLLM_HOST``).
+    """
     job_dir = Path(job_dir)
     run_yaml = str(job_dir / "run.yaml")
-    total = int(run.resources.nodes) * int(run.resources.gpus_per_node)
+    nodes, gpus = int(run.resources.nodes), int(run.resources.gpus_per_node)
     module = entry.partition(":")[0]
-    if total > 1 and module == TRAIN_MODULE:
-        from .distributed import write_accelerate_config
+    if nodes * gpus <= 1 or module != TRAIN_MODULE:
+        code = "import sys; from scaling.launch import run_entry; run_entry(sys.argv[1], sys.argv[2], None)"
+        return [("worker", [sys.executable, "-u", "-c", code, entry, run_yaml], {})]
+    from .distributed import write_accelerate_config
 
-        config = job_dir / "accelerate.yaml"
-        write_accelerate_config(run, str(config))
-        return accelerate_command(run, env, str(config), run_yaml=run_yaml)
-    code = "import sys; from scaling.launch import run_entry; run_entry(sys.argv[1], sys.argv[2], None)"
-    return [sys.executable, "-u", "-c", code, entry, run_yaml]
+    config = job_dir / "accelerate.yaml"
+    write_accelerate_config(run, str(config))
+    out: list[tuple[str, list[str], dict[str, str]]] = []
+    if not _server_mode(run):
+        return [("worker", accelerate_command(run, env, str(config), run_yaml=run_yaml), {})]
+    tp = max(1, int(run.resources.tensor_parallel))
+    if tp >= gpus:
+        raise JobError(f"{run.run_id}: vllm_mode=server needs gpus_per_node > tensor_parallel ({gpus} <= {tp}); "
+                       "use vllm_mode=colocate or more GPUs per node")
+    visible = _visible_gpus(env, gpus)
+    train_gpus, server_gpus = visible[: gpus - tp], visible[gpus - tp: gpus]
+    rank = int(env.get("SLURM_NODEID", "0") or 0)
+    extra: dict[str, str] = {"CUDA_VISIBLE_DEVICES": ",".join(train_gpus)}
+    if nodes > 1:
+        nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or ""
+        extra["SCALING_VLLM_HOST"] = expand_nodelist(nodelist)[0] if nodelist else "127.0.0.1"
+    if rank == 0:
+        if not model_path:
+            raise JobError(f"{run.run_id}: vllm_mode=server needs the model path to serve")
+        out.append(("server", vllm_server_command(run, model_path), {"CUDA_VISIBLE_DEVICES": ",".join(server_gpus)}))
+    shrunk = _with_gpus(run, gpus - tp)
+    out.append(("worker", accelerate_command(shrunk, env, str(config), run_yaml=run_yaml), extra))
+    return out
+
+
+def _with_gpus(run: Any, gpus: int) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(run, resources=dataclasses.replace(run.resources, gpus_per_node=gpus))
+
+
+def worker_command(run: Any, env: Mapping[str, str], job_dir: str | Path, *, entry: str) -> list[str]:
+    """The single worker command of a job without a vLLM server (see ``worker_processes``)."""
+    procs = worker_processes(run, env, job_dir, entry=entry, model_path="-")
+    return next(cmd for role, cmd, _ in procs if role == "worker")

@@ -80,3 +80,42 @@ def test_pure_parser_agrees_with_scontrol():
 def test_single_gpu_worker_is_one_python_process(tmp_path):
     cmd = MN.worker_command(_run(1, 1), {}, tmp_path, entry="scaling.jobs.train:main")
     assert cmd[0] == sys.executable and cmd[-2:] == ["scaling.jobs.train:main", str(tmp_path / "run.yaml")]
+
+
+def _train_run(nodes: int, gpus: int, tp: int, mode: str) -> RunSpec:
+    from scaling.records import TrainSettings, VllmMode
+
+    return RunSpec(study="s", run_id="32b/train", size="32b", stage=Stage.train, model=ModelFacts(size="32b"),
+                   model_source="Qwen/Qwen3-32B",
+                   train=TrainSettings(vllm_mode=VllmMode(mode), zero_stage=3, rollout_limit=8192, finetune=None),
+                   resources=Resources(nodes=nodes, gpus_per_node=gpus, tensor_parallel=tp))
+
+
+def test_server_mode_single_node_splits_gpus_between_vllm_and_training(tmp_path):
+    env = {"SLURM_JOB_ID": "5", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "n1", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+    procs = MN.worker_processes(_train_run(1, 8, 2, "server"), env, tmp_path, entry="scaling.jobs.train:main",
+                                model_path="/models/q")
+    roles = {role: (cmd, extra) for role, cmd, extra in procs}
+    server, sext = roles["server"]
+    assert server[:4] == ["trl", "vllm-serve", "--model", "/models/q"] and sext["CUDA_VISIBLE_DEVICES"] == "6,7"
+    assert server[server.index("--tensor_parallel_size") + 1] == "2"
+    worker, wext = roles["worker"]
+    assert wext["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5"
+    assert worker[worker.index("--num_processes") + 1] == "6"
+    assert (tmp_path / "accelerate.yaml").exists()
+
+
+def test_server_mode_two_nodes_serves_from_node0_only(tmp_path):
+    base = {"SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "g[1-2]"}
+    node1 = MN.worker_processes(_train_run(2, 8, 2, "server"), {**base, "SLURM_NODEID": "1"}, tmp_path,
+                                entry="scaling.jobs.train:main", model_path="/m")
+    assert [r for r, _, _ in node1] == ["worker"]
+    cmd, extra = node1[0][1], node1[0][2]
+    assert extra["SCALING_VLLM_HOST"] == "g1" and cmd[cmd.index("--num_processes") + 1] == "12"
+    assert cmd[cmd.index("--machine_rank") + 1] == "1"
+
+
+def test_colocate_multi_gpu_is_one_accelerate_launch(tmp_path):
+    procs = MN.worker_processes(_train_run(1, 8, 1, "colocate"), {"SLURM_JOB_ID": "5"}, tmp_path,
+                                entry="scaling.jobs.train:main")
+    assert [(r, c[:2]) for r, c, _ in procs] == [("worker", ["accelerate", "launch"])]
