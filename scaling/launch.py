@@ -9,7 +9,7 @@
 Executors (``--executor``): ``slurm`` (scheduler holds dependents until their dependencies
 succeed), ``local`` (jobs run as subprocesses on this machine, one at a time, in dependency
 order, driven by this process; so a local launch always waits), ``debug`` (in this process,
-so a breakpoint works). ``auto`` is slurm when ``sbatch`` is on PATH, else local. The
+so a breakpoint works). ``auto`` is slurm when a cluster is configured here, else local. The
 scheduler-specific code lives in ``slurm.py``; this module only speaks of jobs, ids and states.
 
 A run is *done* only when its directory has a ``DONE`` marker (``studydir.mark_done``), which
@@ -137,9 +137,15 @@ class DebugExecutor:
 
 
 def make_executor(kind: str, profile: ClusterProfile) -> Executor:
-    """``auto`` -> slurm when ``sbatch`` is on PATH, else local."""
+    """``auto`` -> the cluster scheduler when one is configured here (``slurm.cluster_available``),
+    else local (with a one-line note)."""
     if kind == "auto":
-        kind = "slurm" if shutil.which("sbatch") else "local"
+        from .slurm import cluster_available
+
+        kind = "slurm" if cluster_available() else "local"
+        if kind == "local" and shutil.which("sbatch"):
+            print("note: scheduler commands are installed but no cluster is configured here; running locally "
+                  "(--executor slurm to insist)")
     if kind == "debug":
         return DebugExecutor()
     if kind in ("slurm", "local"):
@@ -244,6 +250,7 @@ def refresh_states(sdir: Path, manifest: dict[str, Any], ex: Executor | None) ->
             info["state"] = "running"
         elif "pending" in states:
             info["state"] = "pending"
+            info["detail"] = next((v.get("detail", "") for v in views if v.get("detail")), "")
         elif "unknown" in states:
             info["state"] = "unknown"
             info["detail"] = "scheduler not reachable"
@@ -251,6 +258,7 @@ def refresh_states(sdir: Path, manifest: dict[str, Any], ex: Executor | None) ->
             info["state"] = "timeout"
         elif "cancelled" in states:
             info["state"] = "cancelled"
+            info["detail"] = "by scaling cancel" if entry.get("cancelled") else "by the scheduler or a user"
         elif entry.get("cancelled"):
             info["state"] = "cancelled"
             info["detail"] = "by scaling cancel"
@@ -365,8 +373,12 @@ def _drive(sdir: Path, ex: Executor, jobs: list[JobSpec], *, poll_s: float, prog
     Within one drive a unit is submitted once: a failure is left for ``resume``."""
     order = topo_order(jobs)
     attempted: set[tuple[str, str]] = set()
+    started_ts = time.time()
     while True:
-        states = refresh_states(sdir, sd.read_manifest(sdir), ex)
+        manifest = sd.read_manifest(sdir)
+        if float(manifest.get("cancel_requested_ts", 0)) > started_ts:
+            parallel = 0  # `scaling cancel` asked: submit nothing more, let the loop end
+        states = refresh_states(sdir, manifest, ex)
         _store_states(sdir, states)
         if progress:
             progress(states)
@@ -402,7 +414,7 @@ def _resolve_runs_dir(study: Any, runs_dir: str | os.PathLike[str] | None) -> Pa
 
 
 def _print_dry_run(sdir: Path, plan: Plan, ex: Executor) -> None:
-    """Plain lines (no wrapping, greppable): each job, its dependencies and its sbatch lines."""
+    """Plain lines (no wrapping, greppable): each job, its dependencies and its scheduler lines."""
     print(f"dry run: study {plan.study} -> {sdir} with the {ex.name} executor; nothing is submitted")
     ids = {j.run_id: f"<{j.run_id}>" for j in plan.jobs}
     for job in topo_order(plan.jobs):
@@ -490,7 +502,10 @@ def launch(study: Any, plan: Plan, *, executor: str | Executor = "auto", runs_di
                 m["runs"][job.run_id] = e
 
         sd.update_manifest(sdir, init, create=sd.new_manifest(name, ex.name))
-        return _submit_and_follow(sdir, ex, plan.jobs, wait=wait, poll_s=poll_s, parallel=_local_parallel(plan))
+        if not ex.handles_dependencies:
+            return _drive_all(sdir, ex, plan.jobs, poll_s=poll_s, parallel=_local_parallel(plan))
+        _announce(sdir, ex, _submit_scheduled(sdir, ex, plan.jobs))
+    return _follow(sdir, ex, wait=wait, poll_s=poll_s)
 
 
 def _local_parallel(plan: Plan) -> int:
@@ -498,25 +513,33 @@ def _local_parallel(plan: Plan) -> int:
     return 1
 
 
-def _submit_and_follow(sdir: Path, ex: Executor, jobs: list[JobSpec], *, wait: bool, poll_s: float,
-                       parallel: int) -> int:
+def _announce(sdir: Path, ex: Executor, submitted: list[str]) -> None:
+    from rich.console import Console
+
+    Console().print(f"submitted {len(submitted)} job(s) of {sdir.name} with {ex.name}: "
+                    f"{', '.join(submitted) or 'nothing to do (all DONE or live)'}", highlight=False)
+    _store_states(sdir, refresh_states(sdir, sd.read_manifest(sdir), ex))
+
+
+def _follow(sdir: Path, ex: Executor, *, wait: bool, poll_s: float) -> int:
+    """After a scheduler submission (lock released): return, or wait with progress."""
+    if not wait:
+        print(f"follow with: scaling status {sdir.name} --watch")
+        return 0
+    return _verdict(sdir, _wait(sdir, ex, poll_s=poll_s))
+
+
+def _drive_all(sdir: Path, ex: Executor, jobs: list[JobSpec], *, poll_s: float, parallel: int) -> int:
+    """Local/debug: this process runs the study (under the study lock) and reports."""
+    with _Progress(len(jobs)) as prog:
+        _drive(sdir, ex, jobs, poll_s=poll_s, progress=prog.update, parallel=parallel)
+    return _verdict(sdir, refresh_states(sdir, sd.read_manifest(sdir), ex))
+
+
+def _verdict(sdir: Path, states: dict[str, dict[str, Any]]) -> int:
     from rich.console import Console
 
     console = Console()
-    if ex.handles_dependencies:
-        submitted = _submit_scheduled(sdir, ex, jobs)
-        console.print(f"submitted {len(submitted)} job(s) of {sdir.name} with {ex.name}: "
-                      f"{', '.join(submitted) or 'nothing to do (all DONE or live)'}", highlight=False)
-        states = refresh_states(sdir, sd.read_manifest(sdir), ex)
-        _store_states(sdir, states)
-        if not wait:
-            console.print(f"follow with: scaling status {sdir.name} --watch", highlight=False)
-            return 0
-        states = _wait(sdir, ex, poll_s=poll_s)
-    else:
-        with _Progress(len(jobs)) as prog:
-            _drive(sdir, ex, jobs, poll_s=poll_s, progress=prog.update, parallel=parallel)
-        states = refresh_states(sdir, sd.read_manifest(sdir), ex)
     bad = {r: s for r, s in states.items() if s["state"] != "done"}
     if bad:
         console.print(f"{len(bad)} run(s) not done: " + ", ".join(f"{r} ({s['state']})" for r, s in sorted(bad.items()))
@@ -610,7 +633,10 @@ def resume(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = 
             m["executor"] = ex.name
 
         sd.update_manifest(sdir, reset)
-        return _submit_and_follow(sdir, ex, jobs, wait=wait, poll_s=poll_s, parallel=1)
+        if not ex.handles_dependencies:
+            return _drive_all(sdir, ex, jobs, poll_s=poll_s, parallel=1)
+        _announce(sdir, ex, _submit_scheduled(sdir, ex, jobs))
+    return _follow(sdir, ex, wait=wait, poll_s=poll_s)
 
 
 def _profile_from_plan(sdir: Path) -> ClusterProfile | None:
@@ -627,26 +653,28 @@ def _profile_from_plan(sdir: Path) -> ClusterProfile | None:
 
 
 def cancel(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = "runs") -> int:
-    """Cancel every live job of the study (DONE outputs stay)."""
+    """Cancel every live job of the study (DONE outputs stay). Does not wait for the study lock,
+    so it works while `launch --wait` follows the study; a local launcher driving the study sees
+    the request and submits nothing more."""
     sdir, manifest = _open(study, runs_dir)
     ex = _executor_for(manifest)
     if ex is None:
         raise LaunchError(f"{sdir}: the {manifest.get('executor')} executor is not available here; cancel on the cluster")
-    with sd.study_lock(sdir, "cancel"):
-        states = refresh_states(sdir, manifest, ex)
-        live_ids: list[str] = []
+    sd.update_manifest(sdir, lambda m: m.__setitem__("cancel_requested_ts", time.time()))
+    states = refresh_states(sdir, manifest, ex)
+    live_ids: list[str] = []
+    for run_id, info in states.items():
+        if info["state"] in LIVE:
+            live_ids += _ids_of(manifest["runs"][run_id])
+    ex.cancel(live_ids)
+
+    def apply(m: dict[str, Any]) -> None:
         for run_id, info in states.items():
             if info["state"] in LIVE:
-                live_ids += _ids_of(manifest["runs"][run_id])
-        ex.cancel(live_ids)
+                m["runs"][run_id]["state"] = "cancelled"
+                m["runs"][run_id]["cancelled"] = True
 
-        def apply(m: dict[str, Any]) -> None:
-            for run_id, info in states.items():
-                if info["state"] in LIVE:
-                    m["runs"][run_id]["state"] = "cancelled"
-                    m["runs"][run_id]["cancelled"] = True
-
-        sd.update_manifest(sdir, apply)
+    sd.update_manifest(sdir, apply)
     n_runs = sum(1 for info in states.values() if info["state"] in LIVE)
     print(f"cancelled {n_runs} run(s) ({len(live_ids)} job(s) or array task(s)) of {sdir.name}")
     return 0

@@ -30,7 +30,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -139,7 +138,7 @@ def sbatch_lines(script: str) -> list[str]:
 
 def dependency_string(after_ids: list[str]) -> str | None:
     """``afterok:<id>:<id>``; array task ids are reduced to the array's id (waits for all tasks)."""
-    ids = sorted({str(i).split("_")[0] for i in after_ids})
+    ids = sorted({re.sub(r"^(\d+)_\d+$", r"\1", str(i)) for i in after_ids})
     return "afterok:" + ":".join(ids) if ids else None
 
 
@@ -311,7 +310,8 @@ def partitions() -> dict[str, dict[str, Any]]:
     """Partitions seen by ``sinfo``: name -> {gpus, cpus, mem_gb, nodes, time_min, default}."""
     res = _run(["sinfo", "-h", "-o", "%P|%G|%c|%m|%D|%l"])
     if res.returncode != 0:
-        raise LaunchError(f"sinfo failed ({res.stderr.strip() or res.returncode}); is Slurm reachable from here?")
+        raise LaunchError(f"sinfo failed ({' '.join(res.stderr.split()) or res.returncode}): no Slurm cluster answers "
+                          "from here; run on the cluster's login node (or export SLURM_CONF), or use --executor local")
     out: dict[str, dict[str, Any]] = {}
     for line in res.stdout.splitlines():
         bits = line.strip().split("|")
@@ -392,6 +392,23 @@ def preflight(jobs: list[JobSpec], profile: ClusterProfile) -> list[str]:
     return problems
 
 
+# The places a Slurm client finds its configuration (Debian, upstream, configless caches).
+_SLURM_CONF_PATHS = ("/etc/slurm/slurm.conf", "/etc/slurm-llnl/slurm.conf", "/usr/local/etc/slurm.conf",
+                     "/var/spool/slurmd/conf-cache/slurm.conf", "/run/slurm/conf/slurm.conf")
+
+
+def cluster_available() -> bool:
+    """True when ``sbatch`` is on PATH and a cluster is configured: ``SLURM_CONF`` set, a
+    slurm.conf in a standard place, or (configless sites) ``sinfo`` answering within 10 s.
+    A machine with the client packages but no cluster (a laptop, this CI VM before
+    start_cluster.sh) is not a cluster: ``auto`` then runs locally."""
+    if shutil.which("sbatch") is None:
+        return False
+    if os.environ.get("SLURM_CONF") or any(Path(p).exists() for p in _SLURM_CONF_PATHS):
+        return True
+    return _run(["sinfo", "-h", "-o", "%P"], timeout_s=10).returncode == 0
+
+
 # --------------------------------------------------------------------------- states
 def _result_state(folder: Path, job_id: str) -> str | None:
     """Outcome from submitit's result pickle of task 0: succeeded | failed | None (none yet)."""
@@ -422,13 +439,15 @@ def slurm_states(job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict
     if not job_ids:
         return out
     masters = sorted({j.split("_")[0] for j in job_ids})
-    res = _run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%M", "-j", ",".join(masters)])
+    res = _run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%M|%r", "-j", ",".join(masters)])
     seen: dict[str, tuple[str, float | None]] = {}
+    reasons: dict[str, str] = {}
     if res.returncode == 0:
         for line in res.stdout.splitlines():
             bits = line.strip().split("|")
-            if len(bits) == 3:
+            if len(bits) >= 3:
                 seen[bits[0]] = (bits[1].split()[0], _parse_elapsed_s(bits[2]))
+                reasons[bits[0]] = bits[3].strip() if len(bits) > 3 and bits[3].strip() not in ("None", "") else ""
     # squeue exits 1 with "Invalid job id" when every id has left slurmctld's memory: not an error
     squeue_ok = res.returncode == 0 or "Invalid job id" in (res.stderr or "")
     ended = [j for j in job_ids if j not in seen or seen[j][0] not in _SQUEUE_PENDING | _SQUEUE_RUNNING]
@@ -444,7 +463,9 @@ def slurm_states(job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict
     for j in job_ids:
         if j in seen and j not in ended:
             st, el = seen[j]
-            out[j] = {"state": "pending" if st in _SQUEUE_PENDING else "running", "elapsed_s": el, "detail": st.lower()}
+            pending = st in _SQUEUE_PENDING
+            out[j] = {"state": "pending" if pending else "running", "elapsed_s": el,
+                      "detail": (reasons.get(j) or st.lower()) if pending else ""}
             continue
         if not squeue_ok:
             out[j] = {"state": "unknown", "detail": "squeue failed"}

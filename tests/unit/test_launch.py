@@ -280,5 +280,48 @@ def test_auto_executor_is_local_without_sbatch(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     ex = L.make_executor("auto", B.plan("s", [B.job("a/t", "ok")]).profile)
     assert ex.name == "local" and not ex.handles_dependencies
+
+
+def test_auto_executor_is_local_when_no_cluster_is_configured(monkeypatch, capsys):
+    import shutil
+
+    from scaling import slurm as S
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    monkeypatch.setattr(S, "_SLURM_CONF_PATHS", ())
+    monkeypatch.setattr(S, "_run", lambda cmd, timeout_s=30.0: __import__("subprocess").CompletedProcess(cmd, 1, "", "x"))
+    assert L.make_executor("auto", B.plan("s", []).profile).name == "local"
+    assert "no cluster is configured" in capsys.readouterr().out
+    monkeypatch.setenv("SLURM_CONF", "/etc/slurm.conf")
+    assert S.cluster_available()
     with pytest.raises(LaunchError, match="unknown"):
         L.make_executor("pbs", B.plan("s", []).profile)
+
+
+def test_cancel_works_while_a_waiting_launch_holds_the_lock(runs, monkeypatch):
+    ex = FakeScheduler()
+    _launch(B.plan("w", [B.job("a/train", "ok", study="w")]), runs, ex)
+    monkeypatch.setattr(L, "_executor_for", lambda manifest, requested="auto": ex)
+    with sd.study_lock(runs / "w", "launch"):
+        assert L.cancel("w", runs_dir=runs) == 0
+    assert ex.cancelled == ex.submitted[0]["ids"]
+    st = L.refresh_states(runs / "w", sd.read_manifest(runs / "w"), ex)["a/train"]
+    assert st["state"] == "cancelled" and st["detail"] == "by scaling cancel"
+
+
+def test_status_watch_refreshes_until_nothing_is_live(runs, monkeypatch, capsys):
+    ex = FakeScheduler()
+    _launch(B.plan("watch", [B.job("a/train", "ok", study="watch"),
+                             B.job("a/eval", "item", after=["a/train"], array=["x"], study="watch")]), runs, ex)
+    monkeypatch.setattr(L, "_executor_for", lambda manifest, requested="auto": ex)
+    sleeps: list[float] = []
+
+    def fake_sleep(s: float) -> None:  # the cluster advances while status sleeps
+        sleeps.append(s)
+        ex.run_all()
+
+    monkeypatch.setattr(L.time, "sleep", fake_sleep)
+    assert L.status("watch", runs_dir=runs, watch=True, poll_s=7.0) == 0
+    assert sleeps == [7.0]
+    assert {e["state"] for e in sd.read_manifest(runs / "watch")["runs"].values()} == {"done"}

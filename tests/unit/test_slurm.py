@@ -84,6 +84,7 @@ def test_two_node_job_is_one_submission_with_one_task_per_node(tmp_path):
 def test_dependency_string_waits_for_whole_arrays():
     assert S.dependency_string(["12_0", "12_1", "7"]) == "afterok:12:7"
     assert S.dependency_string([]) is None
+    assert S.dependency_string(["<0_6b/train>"]) == "afterok:<0_6b/train>"  # dry-run placeholders stay whole
 
 
 @pytest.mark.parametrize("gres,n", [("gpu:8", 8), ("gpu:h100:8(S:0-1)", 8), ("gpu:a100:4,shard:8", 4), ("(null)", 0)])
@@ -151,13 +152,13 @@ def test_states_without_accounting_are_quiet_and_use_result_files(monkeypatch, t
 
     utils.cloudpickle_dump(("success", None), tmp_path / "5_0_result.pkl")
     utils.cloudpickle_dump(("error", "Traceback"), tmp_path / "6_1_0_result.pkl")
-    fake = FakeSlurm(squeue="7|RUNNING|1:02\n8_0|PENDING|0:00\n9|TIMEOUT|5:00\n")
+    fake = FakeSlurm(squeue="7|RUNNING|1:02|None\n8_0|PENDING|0:00|Dependency\n9|TIMEOUT|5:00|None\n")
     monkeypatch.setattr(S, "_run", fake)
     ids = ["5", "6_1", "7", "8_0", "9", "10"]
     st = S.slurm_states(ids, {i: tmp_path for i in ids})
     assert st["5"]["state"] == "succeeded" and st["6_1"]["state"] == "failed"
     assert st["7"]["state"] == "running" and st["7"]["elapsed_s"] == 62.0
-    assert st["8_0"]["state"] == "pending" and st["9"]["state"] == "timeout"
+    assert st["8_0"]["state"] == "pending" and st["8_0"]["detail"] == "Dependency" and st["9"]["state"] == "timeout"
     assert st["10"]["state"] == "ended"
     assert any(c[0] == "sacct" for c in fake.calls)
     assert not recwarn.list and capsys.readouterr() == ("", "")
