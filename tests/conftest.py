@@ -57,3 +57,11 @@ def tiny_moe_dir(tiny_models_root: Path) -> str:
     from scaling.jobs.tiny import build_model, tiny_facts
 
     return build_model(tiny_facts("1_3m_a0_4m"), tiny_models_root / "qwen3_moe_1_3m_a0_4m", seed=0)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options of the whole suite. ``--slurm`` enables the real single-node Slurm tier
+    (tests/slurm, after ``bash slurm/ci/start_cluster.sh``); pytest reads options only from the
+    top-level conftest when it is run as ``pytest tests ...``."""
+    parser.addoption("--slurm", action="store_true", default=False,
+                     help="run the real single-node Slurm tests (start slurm/ci/start_cluster.sh first)")
