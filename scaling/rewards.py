@@ -314,6 +314,8 @@ class ShapedReward:
     also leaves the token normaliser and the KL term) using ``last_excluded``.
 
     ``grader`` (tests only) replaces ``scaling.grade.grade_many``; it must be picklable.
+    ``tokenizer`` (optional, picklable): decode ``completion_ids`` here instead of trusting TRL's
+    text, which loses ``</think>`` when the tokenizer marks it special (see ``texts``).
     Callable class rather than a closure so it pickles for submitit. ``__name__`` is the key TRL
     logs the reward under (``rewards/<name>/mean``).
     """
@@ -329,6 +331,8 @@ class ShapedReward:
         eos_token_ids: Sequence[int] = (),
         grade_kind: str = "math",
         grader: Callable[..., list[Any]] | None = None,
+        tokenizer: Any = None,
+        think_start: str = "<think>",
     ) -> None:
         if rollout_limit <= 0:
             raise ValueError(f"rollout_limit must be > 0, got {rollout_limit}")
@@ -342,6 +346,8 @@ class ShapedReward:
         self.eos_token_ids = [int(t) for t in eos_token_ids]
         self.grade_kind = grade_kind
         self.grader = grader
+        self.tokenizer = tokenizer
+        self.think_start = think_start
         self.mask_rules = [MaskRule(m) for m in spec.mask]
         label = mask_label(self.mask_rules).replace("&", "").replace("-", "_")  # "-L&C-S&I" -> "_LC_SI"
         self.__name__ = f"{self.shaping.value}_mask{label}" if label else self.shaping.value
@@ -349,6 +355,22 @@ class ShapedReward:
         self.last_stats: dict[str, float] = {}
 
     # -- pieces, each usable alone -------------------------------------------------
+    def texts(self, completions: Sequence[Any], completion_ids: Sequence[Sequence[int]]) -> list[str]:
+        """The completion texts to grade. TRL decodes with ``skip_special_tokens=True``, which
+        drops ``</think>`` when a tokenizer marks it special; with a ``tokenizer`` we decode the
+        ids ourselves, keeping the thinking tags and removing the other special tokens."""
+        if self.tokenizer is None:
+            return [_text(c) for c in completions]
+        keep = {self.think_start, self.think_end}
+        drop = [t for t in getattr(self.tokenizer, "all_special_tokens", []) if t and t not in keep]
+        out = []
+        for ids in completion_ids:
+            text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
+            for tok in drop:
+                text = text.replace(tok, "")
+            out.append(text)
+        return out
+
     def grade(self, texts: list[str], answers: list[str]) -> list[Any]:
         """Grades (``correct``, ``status``) of the completion texts against the gold answers."""
         grader = self.grader
@@ -435,7 +457,7 @@ class ShapedReward:
     ) -> list[float | None]:
         if answer is None:
             raise ValueError("ShapedReward needs the dataset's 'answer' column (see jobs/data.py)")
-        texts = [_text(c) for c in completions]
+        texts = self.texts(completions, completion_ids)
         lengths = [len(ids) for ids in completion_ids]
         fin = [self.finished(ids) for ids in completion_ids]
         grades = self.grade(texts, [str(a) for a in answer])

@@ -474,6 +474,8 @@ def main(run_yaml: str) -> None:
         require_think_end=t.enable_thinking and run.model.thinking != "none",
         think_end=run.model.think_end or "</think>",
         eos_token_ids=sorted(e for e in eos if e is not None),
+        tokenizer=tokenizer,
+        think_start=run.model.think_start or "<think>",
     )
     signals_cb, stop_cb = _callbacks(run, job_dir)
     trainer_cls = masking_trainer_class()

@@ -215,3 +215,28 @@ def test_real_grader_end_to_end_when_available():
     )
     assert out == [1.0, 0.0]
     assert hasattr(grade, "grade_many")
+
+
+class SpecialThinkTokenizer:
+    """Marks </think> special, like a tokenizer whose decode(skip_special_tokens=True) drops it."""
+
+    all_special_tokens = ["<|im_end|>", "<think>", "</think>"]
+    vocab = {1: "<think>", 2: "x", 3: "</think>", 4: " \\boxed{4}", 5: "<|im_end|>"}
+
+    def decode(self, ids, skip_special_tokens=False):
+        toks = [self.vocab[i] for i in ids]
+        if skip_special_tokens:
+            toks = [t for t in toks if t not in self.all_special_tokens]
+        return "".join(toks)
+
+
+def test_reward_decodes_ids_itself_when_trl_text_lost_the_think_tag():
+    spec = RewardSpec(shaping=Shaping.vanilla)
+    ids = [[1, 2, 3, 4, 5]]
+    trl_text = [SpecialThinkTokenizer().decode(ids[0], skip_special_tokens=True)]  # "x \\boxed{4}"
+    plain = ShapedReward(spec, 100, 1, grader=fake_grade_many)
+    assert plain(prompts=["P"], completions=trl_text, completion_ids=ids, answer=["4"]) == [0.0]
+    fixed = ShapedReward(spec, 100, 1, grader=fake_grade_many, tokenizer=SpecialThinkTokenizer())
+    assert fixed.texts(trl_text, ids) == ["<think>x</think> \\boxed{4}"]
+    assert fixed(prompts=["P"], completions=trl_text, completion_ids=ids, answer=["4"]) == [1.0]
+    assert pickle.loads(pickle.dumps(fixed)).texts(trl_text, ids) == fixed.texts(trl_text, ids)
