@@ -102,11 +102,15 @@ def test_eval_records_cover_every_budget_for_base_and_trained(quick_study: Path,
     assert max(v for (s, c, b), v in accuracy_at_max.items() if c == "base") > 0.2
 
 
-def test_report_names_every_size_and_the_fits(quick_study: Path, repo_root: Path):
+def test_report_names_every_size_and_fits_accuracy_and_length_against_size(quick_study: Path, repo_root: Path):
+    import json
+
     report = quick_study / "report" / "report.md"
-    assert report.is_file()
+    assert report.is_file() and (quick_study / "report" / "report.html").is_file()
     text = report.read_text()
-    for size in _sizes(repo_root):
-        assert size in text or size.replace("_", ".") in text
-    assert "fit" in text.lower() and "tokens" in text.lower()
-    assert (quick_study / "report" / "report.html").is_file()
+    assert "Training: two phases" in text
+    summary = json.loads((quick_study / "report" / "summary.json").read_text())["studies"][0]
+    assert {m["size"] for m in summary["metrics"]} == set(_sizes(repo_root))
+    fitted = {(f["metric"], f["arm"]) for f in summary["fits"]}
+    assert ("accuracy", "base") in fitted and ("tokens_mean", "base") in fitted, summary["fits_skipped"][:3]
+    assert {p["run_id"] for p in summary["phases"]} >= {f"{s}/train" for s in _sizes(repo_root)}

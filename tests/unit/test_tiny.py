@@ -142,3 +142,19 @@ def test_resolve_model_hub_id_offline_missing_is_one_line_error(tmp_path, monkey
     local = tmp_path / "local_model"
     local.mkdir()
     assert resolve_model(_run(model_source=str(local)), tmp_path) == str(local)
+
+
+def test_family_recipe_files_carry_the_same_facts_as_tiny_facts(repo_root):
+    import yaml
+
+    fam_dir = repo_root / "recipes" / "families" / "tiny"
+    family = yaml.safe_load((fam_dir / "family.yaml").read_text())["model"]
+    sizes = sorted(p.stem for p in fam_dir.glob("*.yaml") if p.stem != "family")
+    assert sizes == sorted(TINY_SIZES)
+    for size in sizes:
+        facts = {**family, **yaml.safe_load((fam_dir / f"{size}.yaml").read_text())["model"]}
+        expected = tiny_facts(size)
+        for key, value in facts.items():
+            if key == "intermediate_size" and expected.num_experts:
+                continue  # unused by an all-MoE model
+            assert getattr(expected, key) == value, (size, key)
