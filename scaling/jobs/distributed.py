@@ -37,14 +37,18 @@ MOE_BLOCKS = {
 
 
 def training_processes(run: RunSpec) -> int:
-    """GPUs that run training processes: all GPUs, minus the vLLM server's in server mode."""
+    """GPUs that run training processes: all GPUs, minus the vLLM server's in server mode.
+
+    In server mode the server takes ``tensor_parallel`` GPUs of node 0, and training uses the
+    other ``gpus_per_node - tensor_parallel`` GPUs of EVERY node, because ``accelerate launch``
+    starts the same number of processes per machine (``jobs/multinode.worker_processes``)."""
     r = run.resources
     total = max(0, r.nodes * r.gpus_per_node)
     if total == 0:
         return 1
     mode = VllmMode(run.train.vllm_mode or VllmMode.none) if run.train else VllmMode.none
     if mode is VllmMode.server:
-        total -= max(1, r.tensor_parallel)
+        total = max(0, r.nodes) * (r.gpus_per_node - max(1, r.tensor_parallel))
         if total < 1:
             raise JobError(
                 f"{run.run_id}: vllm_mode=server needs GPUs beyond the server's tensor_parallel="
