@@ -2,8 +2,9 @@
 
 What it does: ``build_tokenizer`` trains a small byte-level BPE (the same kind of tokenizer
 Qwen3 uses) on text from :mod:`scaling.task`, with digits always split into single tokens, the
-Qwen special tokens (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``, ``<think>``,
-``</think>``) and a Qwen3-style chat template (``enable_thinking``, ``add_generation_prompt``).
+Qwen special tokens (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``; ``<think>`` and
+``</think>`` as added, non-special tokens exactly as in Qwen3) and a Qwen3-style chat template
+(``enable_thinking``, ``add_generation_prompt``).
 ``build_model`` makes a ``Qwen3ForCausalLM`` / ``Qwen3MoeForCausalLM`` from ``ModelFacts`` with a
 seeded random init and saves model + tokenizer so that everything downstream loads it with
 the same ``from_pretrained(path)`` code as a real checkpoint. ``tiny_facts`` names the ladder.
@@ -26,7 +27,10 @@ from typing import Any
 from ..records import ModelFacts
 
 TINY_VOCAB = 384  # total entries incl. special tokens; the model's vocab_size (see tiny_facts)
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Like Qwen3 (tokenizer_config.json: "special": false), the thinking markers are added tokens
+# that are NOT special: decoding with skip_special_tokens=True (as TRL does) keeps them.
+THINK_TOKENS = ("<think>", "</think>")
 MAX_POSITION = 1024  # prompt (~60 tokens) + the largest tiny budget (512) fit with room to spare
 
 _SPLIT = r" ?\p{N}| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -114,7 +118,7 @@ def build_tokenizer(out_dir: str | Path | None = None) -> Any:
     ``eos`` is ``<|im_end|>`` and ``pad`` is ``<|endoftext|>`` (as in Qwen3's chat models).
     Saved with ``save_pretrained(out_dir)`` when ``out_dir`` is given.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from ..task import corpus
@@ -130,7 +134,7 @@ def build_tokenizer(out_dir: str | Path | None = None) -> Any:
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=TINY_VOCAB,
+        vocab_size=TINY_VOCAB - len(THINK_TOKENS),
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -146,11 +150,12 @@ def build_tokenizer(out_dir: str | Path | None = None) -> Any:
         bos_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>", "<think>", "</think>"],
+        additional_special_tokens=["<|im_start|>"],
         model_max_length=MAX_POSITION,
         padding_side="left",
         clean_up_tokenization_spaces=False,
     )
+    fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     fast.chat_template = CHAT_TEMPLATE
     if len(fast) != TINY_VOCAB:
         raise RuntimeError(f"tiny tokenizer has {len(fast)} entries, expected {TINY_VOCAB}: corpus too small")

@@ -9,7 +9,7 @@ import pytest
 
 from scaling.errors import JobError, RecipeError
 from scaling.jobs.models import resolve_model, tiny_cache_dir
-from scaling.jobs.tiny import SPECIAL_TOKENS, TINY_SIZES, TINY_VOCAB, tiny_facts
+from scaling.jobs.tiny import SPECIAL_TOKENS, THINK_TOKENS, TINY_SIZES, TINY_VOCAB, tiny_facts
 from scaling.records import RunSpec, Stage
 
 
@@ -18,9 +18,12 @@ def test_tokenizer_has_qwen_special_tokens_and_single_digit_numbers(tiny_tokeniz
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     assert len(tok) == TINY_VOCAB
-    for special in SPECIAL_TOKENS:
+    for special in SPECIAL_TOKENS + THINK_TOKENS:
         ids = tok(special, add_special_tokens=False)["input_ids"]
         assert len(ids) == 1, special
+    # as in Qwen3, the thinking markers survive skip_special_tokens (TRL decodes that way)
+    ids = tok("<think>\nx\n</think>\n\nA<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids, skip_special_tokens=True) == "<think>\nx\n</think>\n\nA"
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
     pieces = tok.convert_ids_to_tokens(tok("x 12345", add_special_tokens=False)["input_ids"])
     assert [p.lstrip("Ġ") for p in pieces[1:]] == ["1", "2", "3", "4", "5"]
