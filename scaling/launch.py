@@ -367,11 +367,15 @@ def _submit_scheduled(sdir: Path, ex: Executor, jobs: list[JobSpec]) -> list[str
 
 
 def _drive(sdir: Path, ex: Executor, jobs: list[JobSpec], *, poll_s: float, progress: Callable | None = None,
-           parallel: int = 1) -> None:
+           parallel: int = 1, weights: dict[str, float] | None = None) -> None:
     """No scheduler dependencies (local, debug): this process submits each run (array item)
     once its dependencies are done, at most ``parallel`` at a time, until nothing can run.
+    With several slots, ready runs of heavier ``weights`` (model size) start first.
     Within one drive a unit is submitted once: a failure is left for ``resume``."""
     order = topo_order(jobs)
+    if parallel > 1 and weights:
+        rank = {j.run_id: i for i, j in enumerate(order)}
+        order.sort(key=lambda j: (-weights.get(j.run_id, 0.0), rank[j.run_id]))
     attempted: set[tuple[str, str]] = set()
     started_ts = time.time()
     while True:
@@ -503,14 +507,34 @@ def launch(study: Any, plan: Plan, *, executor: str | Executor = "auto", runs_di
 
         sd.update_manifest(sdir, init, create=sd.new_manifest(name, ex.name))
         if not ex.handles_dependencies:
-            return _drive_all(sdir, ex, plan.jobs, poll_s=poll_s, parallel=_local_parallel(plan))
+            return _drive_all(sdir, ex, plan.jobs, poll_s=poll_s, parallel=_local_parallel(plan),
+                              weights=_size_weights(sdir))
         _announce(sdir, ex, _submit_scheduled(sdir, ex, plan.jobs))
     return _follow(sdir, ex, wait=wait, poll_s=poll_s)
 
 
 def _local_parallel(plan: Plan) -> int:
-    """Local runs execute one at a time: a workstation has one set of GPUs (labelled default)."""
-    return 1
+    """How many local runs execute at once. GPU machines: one (a workstation has one set of GPUs;
+    labelled default). CPU profiles: as many as the cores allow at the planned
+    ``resources.cpus_per_task`` each (rule:cpu_jobs in rules.job_resources)."""
+    return _parallel_for(getattr(plan, "profile", None), plan.jobs)
+
+
+def _parallel_for(profile: ClusterProfile | None, jobs: list[JobSpec]) -> int:
+    if profile is None or profile.gpus_per_node > 0 or not jobs:
+        return 1
+    widest = max(max(1, j.resources.cpus_per_task) for j in jobs)
+    return max(1, profile.cpus_per_node // widest)
+
+
+def _size_weights(sdir: Path) -> dict[str, float]:
+    """run_id -> the model's total parameters, from plan.json: with several local slots the
+    largest size starts first, since its chain (sft -> train -> eval-trained) is the longest."""
+    try:
+        data = json.loads((sdir / sd.PLAN_JSON).read_text())
+        return {str(r["run_id"]): float(r.get("model", {}).get("params_total") or 0) for r in data.get("runs", [])}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return {}
 
 
 def _announce(sdir: Path, ex: Executor, submitted: list[str]) -> None:
@@ -529,10 +553,11 @@ def _follow(sdir: Path, ex: Executor, *, wait: bool, poll_s: float) -> int:
     return _verdict(sdir, _wait(sdir, ex, poll_s=poll_s))
 
 
-def _drive_all(sdir: Path, ex: Executor, jobs: list[JobSpec], *, poll_s: float, parallel: int) -> int:
+def _drive_all(sdir: Path, ex: Executor, jobs: list[JobSpec], *, poll_s: float, parallel: int,
+               weights: dict[str, float] | None = None) -> int:
     """Local/debug: this process runs the study (under the study lock) and reports."""
     with _Progress(len(jobs)) as prog:
-        _drive(sdir, ex, jobs, poll_s=poll_s, progress=prog.update, parallel=parallel)
+        _drive(sdir, ex, jobs, poll_s=poll_s, progress=prog.update, parallel=parallel, weights=weights)
     return _verdict(sdir, refresh_states(sdir, sd.read_manifest(sdir), ex))
 
 
@@ -634,7 +659,8 @@ def resume(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = 
 
         sd.update_manifest(sdir, reset)
         if not ex.handles_dependencies:
-            return _drive_all(sdir, ex, jobs, poll_s=poll_s, parallel=1)
+            return _drive_all(sdir, ex, jobs, poll_s=poll_s, parallel=_parallel_for(profile_plan, jobs),
+                              weights=_size_weights(sdir))
         _announce(sdir, ex, _submit_scheduled(sdir, ex, jobs))
     return _follow(sdir, ex, wait=wait, poll_s=poll_s)
 

@@ -547,6 +547,9 @@ def load_profile(name_or_path: str, *, src: str = "study.profile") -> ClusterPro
         minimum = 0 if key == "gpus_per_node" else 1
         if getattr(prof, key) < minimum:
             raise RecipeError(f"must be >= {minimum}, got {getattr(prof, key)}", path=shown, key=key)
+    if not 0 <= prof.cpus_per_job <= prof.cpus_per_node:
+        raise RecipeError(f"must be between 0 (the whole node) and cpus_per_node={prof.cpus_per_node}, "
+                          f"got {prof.cpus_per_job}", path=shown, key="cpus_per_job")
     if prof.gpus_per_node > 0 and (prof.gpu_mem_gb <= 0 or prof.gpu_tflops <= 0):
         raise RecipeError("a GPU profile needs gpu_mem_gb and gpu_tflops > 0 (set gpus_per_node: 0 for CPU)",
                           path=shown, key="gpu_mem_gb" if prof.gpu_mem_gb <= 0 else "gpu_tflops")

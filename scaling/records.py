@@ -313,6 +313,7 @@ class ClusterProfile:
     constraint: str | None = None
     setup: list[str] = field(default_factory=list)  # lines run before each job (module load ...)
     array_parallelism: int = 8  # concurrency cap of evaluation arrays
+    cpus_per_job: int = 0  # CPU profiles only: cores one job uses (0 = the whole node); see rules.job_resources
     requeue: bool = True
     extra: dict[str, str] = field(default_factory=dict)  # other sbatch options, verbatim
 

@@ -273,11 +273,16 @@ def job_resources(profile: ClusterProfile, *, gpus: int, tensor_parallel: int = 
                   timeout_min: int = 60) -> dict[str, int]:
     """submitit's generic resources for a job of ``gpus`` GPUs: whole nodes above one node, and
     the node's CPUs and host memory in proportion to the GPUs taken. CPU profile: one node, all
-    its cores and memory."""
+    its cores and memory, or ``cpus_per_job`` cores and that share of the memory when the
+    profile sets it (rule:cpu_jobs: the local launcher then runs cpus_per_node // cpus_per_job
+    jobs at once, each with that many torch threads; on 2 cores two 1-thread jobs of a tiny
+    model do ~1.6x the work of one 2-thread job, measured in docs/tiny-ladder.md)."""
     gpn = profile.gpus_per_node
     if gpn <= 0:
-        return dict(nodes=1, gpus_per_node=0, tasks_per_node=1, cpus_per_task=profile.cpus_per_node,
-                    mem_gb=int(profile.mem_per_node_gb), timeout_min=timeout_min, tensor_parallel=1, data_parallel=1)
+        cores = profile.cpus_per_job or profile.cpus_per_node
+        mem = max(1, int(profile.mem_per_node_gb * cores / profile.cpus_per_node))
+        return dict(nodes=1, gpus_per_node=0, tasks_per_node=1, cpus_per_task=cores,
+                    mem_gb=mem, timeout_min=timeout_min, tensor_parallel=1, data_parallel=1)
     nodes = max(1, math.ceil(gpus / gpn))
     per_node = min(gpus, gpn)
     share = per_node / gpn

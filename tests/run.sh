@@ -3,7 +3,7 @@
 #   unit         pure logic (default pytest selection)
 #   integration  tiny models on CPU, local executor, headless Chromium report
 #   slurm        the real single-node Slurm cluster (slurm/ci/start_cluster.sh), real sbatch
-#   slow         the tiny ladder CI profile end to end
+#   slow         the tiny ladder CI profile end to end (also marked integration; runs once, here)
 # SCALING_TIERS="unit integration" limits the tiers; the cluster is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ run() {  # pytest exit 5 = "no tests selected in this tier": not a failure
 for tier in $tiers; do
   case "$tier" in
     unit) run tests -q ;;
-    integration) run tests -q -m integration ;;
+    integration) run tests -q -m "integration and not slow" ;;
     slurm)
       if bash slurm/ci/start_cluster.sh; then
         trap 'bash slurm/ci/stop_cluster.sh || true' EXIT

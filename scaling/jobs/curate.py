@@ -103,6 +103,9 @@ def main(run_yaml: str) -> None:
     run = load_curate_run(run_yaml)
     c, t = run.curate, run.train
     assert c is not None and t is not None
+    from .distributed import limit_cpu_threads
+
+    limit_cpu_threads(run)
     k = int(c.samples)
     if k < 1 or not (0.0 <= c.min_pass_rate < c.max_pass_rate <= 1.0):
         raise JobError(

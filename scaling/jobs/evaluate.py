@@ -66,6 +66,9 @@ def main(run_yaml: str, item: str | None = None) -> dict[str, Any]:
     run = load_run(run_yaml)
     if run.eval is None:
         raise JobError(f"{run_yaml}: stage eval needs an eval: section")
+    from .distributed import limit_cpu_threads
+
+    limit_cpu_threads(run)
     if item is None:
         if len(run.eval.benchmarks) != 1:
             raise JobError(f"{run_yaml}: name the benchmark to run (one of {', '.join(run.eval.benchmarks)})")

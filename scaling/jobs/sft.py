@@ -109,6 +109,7 @@ def main(run_yaml: str) -> None:
 
     from ..studydir import is_done, mark_done
     from .models import resolve_model
+    from .distributed import limit_cpu_threads
     from .train import _callbacks, newest_checkpoint, save_final_model
 
     job_dir = Path(run_yaml).resolve().parent
@@ -117,6 +118,7 @@ def main(run_yaml: str) -> None:
         print(f"[sft] {job_dir} is already done")
         return
     run = load_sft_run(run_yaml)
+    limit_cpu_threads(run)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_path = resolve_model(run, study_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

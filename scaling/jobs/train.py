@@ -447,6 +447,7 @@ def main(run_yaml: str) -> None:
 
     from ..rewards import ShapedReward
     from ..studydir import is_done, mark_done
+    from .distributed import limit_cpu_threads
     from .data import repair_jsonl
     from .models import resolve_model
 
@@ -458,6 +459,7 @@ def main(run_yaml: str) -> None:
     run = load_run(run_yaml)
     t = run.train
     assert t is not None
+    limit_cpu_threads(run)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_path = resolve_model(run, study_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

@@ -98,8 +98,10 @@ def test_eval_records_cover_every_budget_for_base_and_trained(quick_study: Path,
                 assert all(r <= b for r, b, f in zip(t["response_tokens"], t["budget_tokens"], t["finished"]) if f)
                 top = [c for c, b in zip(t["correct"], t["budget_tokens"]) if b == budgets[-1]]
                 accuracy_at_max[(size, ckpt, bench)] = sum(top) / len(top)
-    # after SFT the models solve something: the ladder measures a real skill, not noise
-    assert max(v for (s, c, b), v in accuracy_at_max.items() if c == "base") > 0.2
+    # after SFT the largest quick size solves part of the task: the ladder measures a skill, not
+    # noise (a random model scores 0; the CI profile's short SFT measured 25-28% over 40-80 samples)
+    largest = study.sizes[-1]
+    assert max(v for (s, c, b), v in accuracy_at_max.items() if c == "base" and s == largest) >= 0.15
 
 
 def test_report_names_every_size_and_fits_accuracy_and_length_against_size(quick_study: Path, repo_root: Path):

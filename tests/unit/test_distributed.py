@@ -103,3 +103,19 @@ def test_per_device_batch_that_does_not_divide_is_a_job_error():
 
     with pytest.raises(JobError, match="divisor"):
         batch_layout(_train_run(32, 24, per_device=5), world=8)
+
+
+def test_cpu_jobs_limit_torch_threads_to_their_planned_cores():
+    torch = pytest.importorskip("torch")
+    from scaling.jobs.distributed import limit_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        run = RunSpec(study="s", run_id="a/train", size="a", stage=Stage.train, model=ModelFacts(size="a"),
+                      model_source="x", resources=Resources(gpus_per_node=0, cpus_per_task=1))
+        assert limit_cpu_threads(run) == 1 and torch.get_num_threads() == 1
+        gpu = RunSpec(study="s", run_id="a/train", size="a", stage=Stage.train, model=ModelFacts(size="a"),
+                      model_source="x", resources=Resources(gpus_per_node=1, cpus_per_task=8))
+        assert limit_cpu_threads(gpu) == 0 and torch.get_num_threads() == 1  # GPU jobs: untouched
+    finally:
+        torch.set_num_threads(before)

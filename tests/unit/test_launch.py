@@ -325,3 +325,45 @@ def test_status_watch_refreshes_until_nothing_is_live(runs, monkeypatch, capsys)
     assert L.status("watch", runs_dir=runs, watch=True, poll_s=7.0) == 0
     assert sleeps == [7.0]
     assert {e["state"] for e in sd.read_manifest(runs / "watch")["runs"].values()} == {"done"}
+
+
+def test_local_parallelism_follows_the_cpu_profile_cores_per_job():
+    from scaling.records import ClusterProfile
+
+    cpu = ClusterProfile(name="cpu", gpus_per_node=0, cpus_per_node=4)
+    one_core = B.plan("p", [B.job("a/train", "ok", cpus=1, study="p"), B.job("b/train", "ok", cpus=1, study="p")], cpu)
+    two_cores = B.plan("p", [B.job("a/train", "ok", cpus=1, study="p"), B.job("b/train", "ok", cpus=2, study="p")], cpu)
+    assert L._local_parallel(one_core) == 4
+    assert L._local_parallel(two_cores) == 2  # the widest job decides
+    gpu = ClusterProfile(name="gpu", gpus_per_node=8, gpu_mem_gb=80, gpu_tflops=900, cpus_per_node=64)
+    assert L._local_parallel(B.plan("p", [B.job("a/train", "ok", cpus=1, gpus=1, study="p")], gpu)) == 1
+
+
+def test_with_several_local_slots_the_largest_size_starts_first(runs):
+    import json
+
+    class Recorder(L.DebugExecutor):
+        def __init__(self):
+            super().__init__()
+            self.order: list[str] = []
+
+        def submit(self, job, bodies, *, folder, after):
+            self.order.append(job.run_id)
+            return super().submit(job, bodies, folder=folder, after=after)
+
+    plan = B.plan("w", [B.job("small/train", "ok", study="w"), B.job("big/train", "ok", study="w"),
+                        B.job("big/eval-trained", "ok", after=["big/train"], study="w")])
+    sdir = runs / "w"
+    sdir.mkdir(parents=True)
+    (sdir / sd.PLAN_JSON).write_text(json.dumps({"runs": [
+        {"run_id": "small/train", "model": {"params_total": 1e5}},
+        {"run_id": "big/train", "model": {"params_total": 3e6}},
+        {"run_id": "big/eval-trained", "model": {"params_total": 3e6}}]}))
+    weights = L._size_weights(sdir)
+    assert weights["big/train"] == 3e6
+    ex = Recorder()
+    sd.update_manifest(sdir, lambda m: m["runs"].update(
+        {j.run_id: {**sd.run_entry(sdir, j.run_id, items=[]), "job": L._job_to_dict(j)} for j in plan.jobs}),
+        create=sd.new_manifest("w", "debug"))
+    L._drive(sdir, ex, plan.jobs, poll_s=0.0, parallel=2, weights=weights)
+    assert ex.order == ["big/train", "small/train", "big/eval-trained"]  # dependencies still hold

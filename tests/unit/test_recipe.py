@@ -222,3 +222,11 @@ def test_fast_path_builds_exactly_what_omegaconf_builds(data):
 
     slow = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SizeSettings), data))
     assert _structured(SizeSettings, data) == slow
+
+
+@pytest.mark.parametrize("value", [-1, 3])
+def test_profile_cpus_per_job_must_fit_the_node(tmp_path, value):
+    prof = tmp_path / "cpu.yaml"
+    prof.write_text(f"name: cpu\ngpus_per_node: 0\ncpus_per_node: 2\ncpus_per_job: {value}\n")
+    with pytest.raises(RecipeError, match="cpus_per_job"):
+        load_profile(str(prof))

@@ -125,10 +125,21 @@ def test_cpu_profile_plans_without_gpus_vllm_or_zero(method):
                                     intermediate_size=128, vocab_size=300, max_position=4096))
     out = rules.derive_size_settings(tiny, CPU, method)
     r = out["resources"]["train"]
-    assert (r["gpus_per_node"], r["nodes"], r["cpus_per_task"]) == (0, 1, CPU.cpus_per_node)
+    assert (r["gpus_per_node"], r["nodes"], r["cpus_per_task"]) == (0, 1, CPU.cpus_per_job) == (0, 1, 1)
+    assert r["mem_gb"] == CPU.mem_per_node_gb // CPU.cpus_per_node
     assert out["train"]["vllm_mode"] == "none" and out["train"]["zero_stage"] == 0
     assert out["estimates"]["train_gpu_hours"] == 0
     assert r["timeout_min"] <= CPU.max_time_min
+
+
+def test_cpu_profile_without_cpus_per_job_gives_each_job_the_whole_node(method):
+    import dataclasses
+
+    whole = dataclasses.replace(CPU, cpus_per_job=0)
+    tiny = resolve_facts(ModelFacts(family="t", size="t1", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                                    intermediate_size=128, vocab_size=300, max_position=4096))
+    r = rules.derive_size_settings(tiny, whole, method)["resources"]["eval"]
+    assert (r["cpus_per_task"], r["mem_gb"]) == (whole.cpus_per_node, whole.mem_per_node_gb)
 
 
 def test_values_the_recipe_sets_are_kept_not_derived(facts, method):
