@@ -42,6 +42,7 @@ from submitit.slurm import slurm as _submitit_slurm
 from .errors import LaunchError
 from .launch import JobBody, SECRET_ENV_VARS
 from .records import ClusterProfile, JobSpec
+from .studydir import _pid_alive
 
 
 def _quiet_submitit() -> None:
@@ -480,16 +481,6 @@ def slurm_states(job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict
         else:
             out[j] = {"state": "ended", "detail": "left the queue without a result (killed or cancelled)"}
     return out
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ------------------------------------------------------------------------ executors

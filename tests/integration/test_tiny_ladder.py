@@ -116,3 +116,12 @@ def test_report_names_every_size_and_fits_accuracy_and_length_against_size(quick
     fitted = {(f["metric"], f["arm"]) for f in summary["fits"]}
     assert ("accuracy", "base") in fitted and ("tokens_mean", "base") in fitted, summary["fits_skipped"][:3]
     assert {p["run_id"] for p in summary["phases"]} >= {f"{s}/train" for s in _sizes(repo_root)}
+
+
+def test_report_of_the_launched_study_renders_in_headless_chromium(quick_study: Path, tmp_path: Path):
+    """The report of a study produced by the launcher (not synthetic records) renders with every figure."""
+    from test_report_html import _assert_self_contained, _check_in_chromium  # tests/integration (rootdir-less import)
+
+    page = quick_study / "report" / "report.html"
+    _assert_self_contained(page)
+    _check_in_chromium(page, tmp_path)
