@@ -78,7 +78,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     from .launch import launch
 
     study, plan = _load_plan(args)
-    return launch(
+    rc = launch(
         study,
         plan,
         executor=args.executor,
@@ -86,6 +86,15 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         wait=args.wait,
     )
+    if rc == 0 and args.wait and args.report and not args.dry_run:
+        # the study ended with every run DONE: aggregate it now and say where the report is
+        from .launch import _resolve_runs_dir
+        from .report import report_command
+        from .studydir import study_dir
+
+        runs_dir = _resolve_runs_dir(study, args.runs_dir)
+        return report_command([str(study_dir(plan.study, runs_dir))], runs_dir=runs_dir)
+    return rc
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -154,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=None, help="directory holding study directories (default: the recipe's "
                    "study.runs_dir, runs)")
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted (sbatch lines); submit nothing")
-    p.add_argument("--wait", action="store_true", help="block until every job ends, with progress")
+    p.add_argument("--wait", action="store_true", help="block until every job ends, with progress; then, when every "
+                   "run is DONE, write the report (scaling report) and print where it is")
+    p.add_argument("--no-report", dest="report", action="store_false", help="with --wait: do not write the report")
     p.set_defaults(func=_cmd_launch)
 
     p = sub.add_parser("status", help="table of a study's jobs")
