@@ -346,6 +346,8 @@ class TransformersGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from .models import without_router_logits
+
         self.seed = seed
         self.batch_size = batch_size
         self.intervention = intervention
@@ -355,6 +357,7 @@ class TransformersGenerator:
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device)
         self.model.eval()
+        without_router_logits(self.model)
         self.stop_ids = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None))
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.stop_ids[0]

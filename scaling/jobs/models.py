@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..errors import JobError
 from ..records import RunSpec
@@ -94,3 +95,16 @@ def resolve_model(run: RunSpec, study_dir: str | Path) -> str:
         return str(Path(source).expanduser())
     _check_offline_hub_id(source)
     return source
+
+
+def without_router_logits(model: Any) -> Any:
+    """Turn off ``output_router_logits`` on a MoE model that will generate (eval, GRPO rollouts)
+    or be saved for them. TRL's SFTTrainer turns it on for MoE models so that the router's
+    load-balancing loss is trained, and ``save_pretrained`` keeps it in config.json; with it on,
+    transformers' Qwen3-MoE forward computes that loss during cached decoding against the full
+    attention mask and fails with a size mismatch (measured: transformers 5.24, tiny Qwen3-MoE
+    after SFT). Generation never needs the loss. Dense models are returned unchanged."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "output_router_logits", False):
+        config.output_router_logits = False
+    return model

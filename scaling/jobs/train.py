@@ -422,10 +422,14 @@ def save_final_model(trainer: Any, tokenizer: Any, job_dir: Path, finetune: Fine
     if main_rank:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
+    from .models import without_router_logits
+
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    without_router_logits(unwrapped)  # the saved config.json is for generation (eval, GRPO rollouts)
     if finetune is Finetune.lora:
         if main_rank:
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+            model = unwrapped.merge_and_unload() if hasattr(unwrapped, "merge_and_unload") else unwrapped
+            without_router_logits(model)
             model.save_pretrained(tmp)
     else:
         trainer.save_model(str(tmp))
@@ -449,7 +453,7 @@ def main(run_yaml: str) -> None:
     from ..studydir import is_done, mark_done
     from .distributed import limit_cpu_threads
     from .data import repair_jsonl
-    from .models import resolve_model
+    from .models import resolve_model, without_router_logits
 
     job_dir = Path(run_yaml).resolve().parent
     study_dir = job_dir.parents[1]
@@ -467,7 +471,8 @@ def main(run_yaml: str) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     config = make_grpo_config(run, job_dir, device)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    # MoE: no router loss in GRPO (rollouts generate with this model; see without_router_logits)
+    model = without_router_logits(AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype))
     eos = {tokenizer.eos_token_id} | set(_as_list(getattr(model.generation_config, "eos_token_id", None)))
     reward = ShapedReward(
         t.reward,

@@ -237,3 +237,22 @@ def test_non_thinking_mode_counts_no_thinking_and_grades_the_whole_text(tmp_path
     assert all(r["thinking_tokens"] == 0 for r in recs)
     finished = [r for r in recs if r["finished"]]
     assert finished and all(r["grade"] != "truncated" for r in finished)  # no </think> needed
+
+
+def test_moe_model_saved_with_router_logits_on_still_generates(tiny_moe_dir: str, tmp_path: Path):
+    """TRL's SFTTrainer saves MoE models with output_router_logits=True; transformers' Qwen3-MoE
+    then fails in cached decoding (load-balancing loss vs the full attention mask). The
+    generator must turn it off (regression: the tiny ladder's MoE eval-base and GRPO failed)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from scaling.jobs.generate import make_generator
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_moe_dir)
+    model.config.output_router_logits = True
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_moe_dir).save_pretrained(tmp_path)
+    gen = make_generator("transformers", str(tmp_path), seed=0, batch_size=4)
+    out = gen.generate(["Ann has 3 pens."] * 2, n=2, max_tokens=12, temperature=0.6, top_p=0.95, top_k=20,
+                       seed=[0, 1])
+    assert len(out) == 2 and all(len(samples) == 2 for samples in out)
+    assert gen.model.config.output_router_logits is False
