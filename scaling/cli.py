@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import ScalingError
 
@@ -87,14 +88,18 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         wait=args.wait,
     )
     if rc == 0 and args.wait and args.report and not args.dry_run:
-        # the study ended with every run DONE: aggregate it now and say where the report is
         from .launch import _resolve_runs_dir
-        from .report import report_command
         from .studydir import study_dir
 
-        runs_dir = _resolve_runs_dir(study, args.runs_dir)
-        return report_command([str(study_dir(plan.study, runs_dir))], runs_dir=runs_dir)
+        return _report_after_wait(study_dir(plan.study, _resolve_runs_dir(study, args.runs_dir)))
     return rc
+
+
+def _report_after_wait(sdir: Path) -> int:
+    """A waited-for study ended with every run DONE: aggregate it now and say where the report is."""
+    from .report import report_command
+
+    return report_command([str(sdir)], runs_dir=sdir.parent)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -106,7 +111,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from .launch import resume
 
-    return resume(args.study, runs_dir=args.runs_dir, executor=args.executor, dry_run=args.dry_run, wait=args.wait)
+    rc = resume(args.study, runs_dir=args.runs_dir, executor=args.executor, dry_run=args.dry_run, wait=args.wait)
+    if rc == 0 and args.wait and args.report and not args.dry_run:
+        from .studydir import study_dir
+
+        return _report_after_wait(study_dir(args.study, args.runs_dir))
+    return rc
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
@@ -179,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help=runs_help)
     p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"], default="auto")
     p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--wait", action="store_true")
+    p.add_argument("--wait", action="store_true", help="block until every job ends; then, when every run is DONE, "
+                   "write the report and print where it is")
+    p.add_argument("--no-report", dest="report", action="store_false", help="with --wait: do not write the report")
     p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("cancel", help="cancel a study's live jobs")
