@@ -42,7 +42,7 @@ from submitit.slurm import slurm as _submitit_slurm
 from .errors import LaunchError
 from .launch import JobBody, SECRET_ENV_VARS
 from .records import ClusterProfile, JobSpec
-from .studydir import _pid_alive
+from .studydir import pid_alive
 
 
 def _quiet_submitit() -> None:
@@ -564,7 +564,7 @@ class SubmititExecutor:
             if proc is not None:
                 alive = proc.poll() is None
             else:
-                alive = j.isdigit() and _pid_alive(int(j))
+                alive = j.isdigit() and pid_alive(int(j))
             if alive:
                 out[j] = {"state": "running"}
                 continue

@@ -255,7 +255,8 @@ def read_done(d: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 # ------------------------------------------------------------------------------ lock
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this machine (also when owned by another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -278,7 +279,7 @@ def lock_is_stale(lock: dict[str, Any], *, now: float | None = None) -> bool:
     now = time.time() if now is None else now
     if lock.get("host") == socket.gethostname():
         try:
-            return not _pid_alive(int(lock.get("pid", -1)))
+            return not pid_alive(int(lock.get("pid", -1)))
         except (TypeError, ValueError):
             return True
     return now - float(lock.get("since", 0)) > _STALE_LOCK_S

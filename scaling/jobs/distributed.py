@@ -146,6 +146,22 @@ def write_accelerate_config(run: RunSpec, path: str | Path) -> Path:
     return path
 
 
+def limit_cpu_threads(run: RunSpec) -> int:
+    """CPU jobs (``resources.gpus_per_node == 0``) use ``resources.cpus_per_task`` threads, so
+    that the local launcher can run several at once on one machine without oversubscribing it
+    (rule:cpu_jobs in scaling/rules.py). GPU jobs are left alone. Returns the thread count set
+    (0 = unchanged). Call before the first heavy torch operation of a job."""
+    r = run.resources
+    if r.gpus_per_node > 0 or r.cpus_per_task < 1:
+        return 0
+    import torch
+
+    if torch.cuda.is_available():
+        return 0
+    torch.set_num_threads(int(r.cpus_per_task))
+    return int(r.cpus_per_task)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .train import load_run
 
@@ -164,18 +180,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def limit_cpu_threads(run: RunSpec) -> int:
-    """CPU jobs (``resources.gpus_per_node == 0``) use ``resources.cpus_per_task`` threads, so
-    that the local launcher can run several at once on one machine without oversubscribing it
-    (rule:cpu_jobs in scaling/rules.py). GPU jobs are left alone. Returns the thread count set
-    (0 = unchanged). Call before the first heavy torch operation of a job."""
-    r = run.resources
-    if r.gpus_per_node > 0 or r.cpus_per_task < 1:
-        return 0
-    import torch
-
-    if torch.cuda.is_available():
-        return 0
-    torch.set_num_threads(int(r.cpus_per_task))
-    return int(r.cpus_per_task)

@@ -429,7 +429,6 @@ def save_final_model(trainer: Any, tokenizer: Any, job_dir: Path, finetune: Fine
     if finetune is Finetune.lora:
         if main_rank:
             model = unwrapped.merge_and_unload() if hasattr(unwrapped, "merge_and_unload") else unwrapped
-            without_router_logits(model)
             model.save_pretrained(tmp)
     else:
         trainer.save_model(str(tmp))
