@@ -14,10 +14,17 @@ run() {  # pytest exit 5 = "no tests selected in this tier": not a failure
   echo "== pytest $* =="; local rc=0; python -m pytest "$@" || rc=$?
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then status=$rc; fi
 }
+ensure_chromium() {  # the report tests open the HTML in Debian's Chromium; a fresh machine has none
+  command -v chromium >/dev/null && return 0
+  echo "== installing Debian's chromium (apt) =="
+  local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null \
+    || echo "warning: could not install chromium; under CI the report tests then fail"
+}
 for tier in $tiers; do
   case "$tier" in
     unit) run tests -q ;;
-    integration) run tests -q -m "integration and not slow" ;;
+    integration) ensure_chromium; run tests -q -m "integration and not slow" ;;
     slurm)
       if bash slurm/ci/start_cluster.sh; then
         trap 'bash slurm/ci/stop_cluster.sh || true' EXIT
@@ -27,7 +34,7 @@ for tier in $tiers; do
       else
         echo "error: the single-node Slurm cluster did not start (see slurm/ci/start_cluster.sh output)"; status=1
       fi ;;
-    slow) run tests -q -m slow ;;
+    slow) ensure_chromium; run tests -q -m slow ;;
     *) echo "unknown tier $tier"; exit 2 ;;
   esac
 done
