@@ -146,13 +146,31 @@ def _from_yaml(name: str, f: Path) -> BenchmarkSpec:
                 key="correct_column",
             )
     for key in ("incorrect_columns",):
-        if key in data and not isinstance(data[key], list):
+        if key in data and not (isinstance(data[key], list) and all(isinstance(c, str) and c for c in data[key])):
             raise RecipeError("must be a list of column names", path=str(f), key=key)
+    # what the job reads as column names and text must be strings (an empty `problem_column:` is
+    # None in YAML and used to fail only inside the evaluation job)
+    for key in ("problem_column", "answer_column"):
+        if key in data and not (isinstance(data[key], str) and data[key].strip()):
+            raise RecipeError(f"must be a non-empty column name, got {data[key]!r}; remove the key for the "
+                              f"default {getattr(BenchmarkSpec, key)!r}", path=str(f), key=key)
+    for key in ("id_column", "correct_column", "answer_after", "subset"):
+        if data.get(key) is not None and not (isinstance(data[key], (str, int)) and str(data[key]).strip()):
+            raise RecipeError(f"must be a non-empty name or null, got {data[key]!r}", path=str(f), key=key)
+    for key in ("prompt_suffix", "description", "citation", "path", "source", "split"):
+        if key in data and data[key] is not None and not isinstance(data[key], (str, int, float)):
+            raise RecipeError(f"must be text, got {type(data[key]).__name__}", path=str(f), key=key)
+    if data.get("split") is None and "split" in data:
+        raise RecipeError("must be a split name (e.g. test)", path=str(f), key="split")
+    mp = data.get("max_problems")
+    if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or mp < 1):
+        raise RecipeError(f"must be a positive integer or null, got {mp!r}", path=str(f), key="max_problems")
     local = data.get("path")
     if local:
         lp = Path(os.path.expandvars(os.path.expanduser(str(local))))
         data["path"] = str(lp if lp.is_absolute() else (f.parent / lp).resolve())
-    data = {k: (str(v) if k in ("source", "split", "subset") and v is not None else v) for k, v in data.items()}
+    data = {k: (str(v) if k in ("source", "split", "subset", "id_column", "correct_column", "answer_after",
+                                "prompt_suffix") and v is not None else v) for k, v in data.items()}
     return BenchmarkSpec(name=name, file=str(f), **data)
 
 

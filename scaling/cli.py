@@ -11,8 +11,9 @@
     scaling prefetch RECIPE
 
 Every stage is imported lazily inside its command, so `scaling --help` and `scaling plan`
-never import torch, transformers, trl, vllm or matplotlib. A ``ScalingError`` becomes one line
-on stderr and exit status 2, with no traceback.
+never import torch, transformers, trl, vllm or matplotlib. A ``ScalingError`` (and an OSError
+at a named path: full or read-only disk, a file where a directory belongs) becomes one line on
+stderr and exit status 2, with no traceback.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sizes(args: argparse.Namespace) -> list[str] | None:
-    return [s.strip() for s in args.sizes.split(",") if s.strip()] if args.sizes else None
+    # `--sizes ,` or `--sizes ''` is a list of no sizes (refused by load_study), never "every size"
+    return [s.strip() for s in args.sizes.split(",") if s.strip()] if args.sizes is not None else None
 
 
 def _load_plan(args: argparse.Namespace):
@@ -86,6 +88,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         dry_run=args.dry_run,
         wait=args.wait,
+        force=args.force,
     )
     if rc == 0 and args.wait and args.report and not args.dry_run:
         from .launch import _resolve_runs_dir
@@ -105,7 +108,7 @@ def _report_after_wait(sdir: Path) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from .launch import status
 
-    return status(args.study, runs_dir=args.runs_dir, watch=args.watch)
+    return status(args.study, runs_dir=args.runs_dir, watch=args.watch, wide=args.wide)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -129,8 +132,9 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import report_command
 
+    reference = "" if args.reference == "none" else args.reference
     return report_command(args.studies, runs_dir=args.runs_dir, out=args.out, predict=args.predict,
-                          params=args.params)
+                          params=args.params, reference=reference)
 
 
 # ----------------------------------------------------------------------------- derive
@@ -172,26 +176,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="slurm when sbatch is on PATH (auto), else local; debug runs jobs in this process")
     p.add_argument("--runs-dir", default=None, help="directory holding study directories (default: the recipe's "
                    "study.runs_dir, runs)")
-    p.add_argument("--dry-run", action="store_true", help="print what would be submitted (sbatch lines); submit nothing")
-    p.add_argument("--wait", action="store_true", help="block until every job ends, with progress; then, when every "
-                   "run is DONE, write the report (scaling report) and print where it is")
+    p.add_argument("--dry-run", action="store_true", help="print every job with the #SBATCH lines it would be "
+                   "submitted with (GPU profiles show them even where there is no cluster); submit nothing")
+    p.add_argument("--wait", action="store_true", help="block until every job ends, with progress (a live view on a "
+                   "terminal, one line per job state change otherwise); then, when every run is DONE, write the "
+                   "report (scaling report) and print where it is")
     p.add_argument("--no-report", dest="report", action="store_false", help="with --wait: do not write the report")
+    p.add_argument("--force", action="store_true", help="run a GPU profile's jobs on this machine even though it "
+                   "has fewer GPUs than they ask (default: refuse before anything starts)")
     p.set_defaults(func=_cmd_launch)
 
     p = sub.add_parser("status", help="table of a study's jobs")
     p.add_argument("study", help="study name or directory")
     p.add_argument("--runs-dir", default="runs", help=runs_help)
     p.add_argument("--watch", action="store_true", help="refresh until every job ends")
+    p.add_argument("--wide", action="store_true", help="every column (job id, attempts) and whole cells, however "
+                   "wide the terminal (default: fit the terminal, truncating cells)")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("resume", help="resubmit what failed or never ran; never rerun finished jobs")
     p.add_argument("study", help="study name or directory")
     p.add_argument("--runs-dir", default="runs", help=runs_help)
-    p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"], default="auto")
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--wait", action="store_true", help="block until every job ends; then, when every run is DONE, "
-                   "write the report and print where it is")
-    p.add_argument("--no-report", dest="report", action="store_false", help="with --wait: do not write the report")
+    p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"], default="auto",
+                   help="where to resubmit (default auto: the executor the study was launched with)")
+    p.add_argument("--dry-run", action="store_true", help="print which runs would be resubmitted; submit nothing")
+    p.add_argument("--wait", action="store_true", help="block until every job ends, with progress; then, when every "
+                   "run is DONE, write the report and print where it is")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="with --wait: do not write the report when every run is DONE")
     p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("cancel", help="cancel a study's live jobs")
@@ -205,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, help="output directory (default: <study>/report)")
     p.add_argument("--predict", action="append", default=[], metavar="SIZE", help="predict a size not in the study, e.g. 70b")
     p.add_argument("--params", choices=["active", "total"], default="active", help="MoE parameter convention for fits")
+    p.add_argument("--reference", default=None, metavar="FILE", help="YAML of published per-size numbers to overlay, with "
+                   "measured minus reference (default for an art-paper study: recipes/references/art-aime25.yaml; "
+                   "'none': no reference)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("recipe", help="recipe tools")
@@ -232,6 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     except ScalingError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        # A file-system error at a named path (a write outside studydir's atomic helpers, e.g. a
+        # report's figures folder under a file): the user's environment, not a bug, so one line
+        # naming the path and the fix. OSErrors without a path keep their traceback.
+        if err.filename is None:
+            raise
+        from .errors import storage_error
+
+        print(f"error: {storage_error(err, err.filename, 'cannot access')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

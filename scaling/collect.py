@@ -46,6 +46,10 @@ class SizeFacts:
     family: str
     params_total: int
     params_active: int
+    # thinking mode of the model (plan.json model.thinking: hybrid | always | none; "" unknown).
+    # Sizes of one study with different modes (Qwen3 hybrid vs *-Thinking-2507 vs *-Instruct-2507)
+    # are different variants: the report fits each variant's sizes separately.
+    variant: str = ""
 
     def params(self, convention: str = "active") -> int:
         if convention not in ("active", "total"):
@@ -65,8 +69,9 @@ class StudyRecords:
     skipped: list[str] = field(default_factory=list)  # output dirs without DONE (relative paths)
     notes: list[str] = field(default_factory=list)  # fallbacks taken while reading
 
-    def size_order(self) -> list[str]:
-        """Sizes that have records or signals, ordered by active params (then plan order)."""
+    def size_order(self, convention: str = "active") -> list[str]:
+        """Sizes that have records or signals, ordered by parameters in ``convention`` (active or
+        total, the report's ``--params``), then plan order."""
         import pyarrow.compute as pc
 
         present: set[str] = set()
@@ -74,7 +79,12 @@ class StudyRecords:
             if table.num_rows:
                 present.update(pc.unique(table.column("size")).to_pylist())
         keys = [s for s in self.sizes if s in present] + sorted(present - set(self.sizes))
-        return sorted(keys, key=lambda s: (self.sizes[s].params_active if s in self.sizes else 0, keys.index(s)))
+        return sorted(keys, key=lambda s: (self.sizes[s].params(convention) if s in self.sizes else 0, keys.index(s)))
+
+    def label(self, size: str) -> str:
+        """The one display label of a size (the family's: ``0.6B``, ``30B-A3B-Thinking-2507``)."""
+        facts = self.sizes.get(size)
+        return facts.label if facts is not None else size_label(size)
 
 
 def size_label(size: str) -> str:
@@ -123,7 +133,9 @@ def _read(path: Path, cls: type, columns: list[str], *, dictionary: bool) -> Any
     if dictionary:
         strings = [f.name for f in schema if f.name in columns and str(f.type) == "string"]
         pf = pq.ParquetFile(path, read_dictionary=strings)
-    return pf.read(columns=columns)
+    from .records import check_column_types
+
+    return check_column_types(pf.read(columns=columns), cls, str(path))
 
 
 def _target_schema(cls: type, dictionary: bool) -> Any:
@@ -174,6 +186,7 @@ def size_facts_from_plan(plan_path: Path) -> dict[str, SizeFacts]:
             family=str(model.get("family") or ""),
             params_total=int(total),
             params_active=int(active or total),
+            variant=str(model.get("thinking") or ""),
         )
     return out
 
@@ -284,6 +297,8 @@ def write_synthetic_study(
     train_steps: int = 200,
     seed: int = 0,
     done: bool = True,
+    labels: dict[str, str] | None = None,
+    variants: dict[str, str] | None = None,
 ) -> Path:
     """Write a study directory of synthetic records with a *known* truth, in the exact layout
     the jobs write (records.parquet + DONE per benchmark, signals.parquet + DONE per size,
@@ -297,6 +312,7 @@ def write_synthetic_study(
     and incorrect. One length per (problem, sample), truncated per budget (the truncation protocol).
     Training signals: length falls exponentially from 2x to 1x the trained median (time constant
     train_steps/8), reward rises, truncation falls.
+    ``labels`` / ``variants`` (size -> label / thinking mode) go into plan.json like a family's.
     """
     import numpy as np
     import pyarrow as pa
@@ -308,15 +324,31 @@ def write_synthetic_study(
     sizes = sizes or {"0_6b": (0.6e9, 0.6e9), "1_7b": (1.7e9, 1.7e9), "4b": (4e9, 4e9), "8b": (8e9, 8e9)}
     acc_fn = accuracy or (lambda n, c: 0.25 + 0.15 * np.log10(n / 1e9) + (0.03 if c != "base" else 0.0))
     len_fn = length_median or (lambda n, c: (9000.0 - 1500.0 * np.log10(n / 1e9)) * (0.6 if c != "base" else 1.0))
+    # a mapping {size: {checkpoint: value}} plants a value per size (variants that share a size)
+    per_size: dict[str, float] = {}
+    if isinstance(acc_fn, dict):
+        acc_map, acc_fn = acc_fn, (lambda n, c: per_size["acc"][c])  # noqa: E731
+    else:
+        acc_map = None
+    if isinstance(len_fn, dict):
+        len_map, len_fn = len_fn, (lambda n, c: per_size["len"][c])  # noqa: E731
+    else:
+        len_map = None
+
+    def planted(size: str) -> None:
+        if acc_map is not None:
+            per_size["acc"] = acc_map[size]
+        if len_map is not None:
+            per_size["len"] = len_map[size]
+
     rng = np.random.default_rng(seed)
     runs = []
     for size, (total, active) in sizes.items():
-        label = size_label(size)
-        runs.append({
-            "run_id": f"{size}/train", "size": size,
-            "model": {"family": "synthetic", "size": size, "label": label,
-                      "params_total": int(total), "params_active": int(active)},
-        })
+        label = (labels or {}).get(size) or size_label(size)
+        model = {"family": "synthetic", "size": size, "label": label, "params_total": int(total), "params_active": int(active)}
+        if variants and size in variants:
+            model["thinking"] = variants[size]
+        runs.append({"run_id": f"{size}/train", "size": size, "model": model})
     atomic_write_text(root / "plan.json", json.dumps({"study": root.name, "runs": runs}, indent=1))
     B = np.array(budgets, dtype=np.int64)
     nb = len(B)
@@ -324,6 +356,7 @@ def write_synthetic_study(
         offsets = rng.uniform(-problem_spread, problem_spread, size=problems)
         pids = pa.array([f"{bench}-{i:04d}" for i in range(problems)])
         for size, (total, active) in sizes.items():
+            planted(size)
             for ckpt in checkpoints:
                 q = np.clip(acc_fn(active, ckpt) + offsets, 0.0, 1.0)
                 rows = problems * samples
@@ -369,6 +402,7 @@ def write_synthetic_study(
     for size, (total, active) in sizes.items():
         if train_steps <= 0 or len(checkpoints) < 2:
             break
+        planted(size)
         steps = np.arange(0, train_steps, dtype=np.int64)
         target = len_fn(active, "trained")
         tau = max(train_steps / 8.0, 1.0)

@@ -244,12 +244,24 @@ def _scalar(v: Any) -> str:
         return "true" if v else "false"
     if v is None:
         return "null"
+    if isinstance(v, float) and "e" in repr(v) and "." not in repr(v).split("e")[0]:
+        return repr(v).replace("e", ".0e", 1)  # YAML 1.1 (PyYAML) reads 1e-06 as a string, 1.0e-06 as a float
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, list):
         return "[" + ", ".join(_scalar(x) for x in v) + "]"
     s = str(v)
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _pin(key: str, value: Any) -> str:
+    """A dotted leaf as one YAML line that means the same once uncommented under its section:
+    ``reward.target_length`` -> ``reward: {target_length: 5120}``."""
+    *parents, leaf = key.split(".")
+    text = f"{leaf}: {_scalar(value)}"
+    for p in reversed(parents):
+        text = f"{p}: {{{text}}}"
+    return text
 
 
 def _line(key: str, value: Any, comment: str = "", indent: int = 2) -> str:
@@ -357,12 +369,15 @@ def _render_size(s: DerivedSize, fam: dict[str, Any], fam_sampling: dict[str, An
         if "eval:" not in lines:
             lines.append("eval:")
         lines.append(_line("budgets", s.budgets, f"the method's budgets that fit the {f.max_position}-token context"))
-    lines += _settings_comment(s.settings, profile_name)
+    present = {ln[:-1] for ln in lines if ln in ("train:", "curate:", "resources:")}
+    lines += _settings_comment(s.settings, profile_name, present)
     return "\n".join(lines) + "\n"
 
 
-def _settings_comment(settings: dict[str, Any], profile_name: str) -> list[str]:
-    """The rules' output as commented YAML: what the planner will derive for this size."""
+def _settings_comment(settings: dict[str, Any], profile_name: str, present: set[str] = frozenset()) -> list[str]:
+    """The rules' output as commented YAML: what the planner will derive for this size. Every
+    commented value line is valid YAML once uncommented under its section line; a section the file
+    already has (``present``) is not repeated, since a second ``train:`` would replace the first."""
     if not settings:
         return []
     if "error" in settings:
@@ -370,23 +385,28 @@ def _settings_comment(settings: dict[str, Any], profile_name: str) -> list[str]:
                 f"#   {settings['error']}"]
     prov, reasons = settings.get("provenance", {}), settings.get("reasons", {})
     out = ["", f"# What scaling/rules.py derives for this size from the method defaults on profile {profile_name}.",
-           "# The planner recomputes these at plan time (another profile or study gives other values);",
-           "# to pin one, uncomment it with its section line: it then overrides the rule."]
+           "# The planner recomputes these at plan time (another profile or study gives other values).",
+           "# To pin one, uncomment it together with its section line (`# train:`); under a section this",
+           "# file already has, move the line there instead. A pinned value overrides the rule."]
+
+    def head(section: str) -> str:
+        return f"#   (move under the {section}: section above)" if section in present else f"# {section}:"
+
     for section in ("train", "curate"):
         leaves = _flatten(settings.get(section) or {})
         if leaves:
-            out.append(f"# {section}:")
+            out.append(head(section))
             for key, value in leaves:
                 why = reasons.get(f"{section}.{key}", "")
                 rule = prov.get(f"{section}.{key}", "")
                 note = f"{rule}" + (f": {why}" if why and len(why) < 90 else "")
-                out.append(f"#   {key + ': ' + _scalar(value):<34} # {note}")
+                out.append(f"#   {_pin(key, value):<34} # {note}")
     layout = reasons.get("train.finetune") or reasons.get("resources.train")
     if layout:
         out.append(f"# train layout: {layout}")
     res = settings.get("resources") or {}
     if res:
-        out.append("# resources:")
+        out.append(head("resources"))
         for stage, values in res.items():
             body = ", ".join(f"{k}: {_scalar(v)}" for k, v in values.items())
             where = f"  # eval: one {PROBE_BENCHMARK} task at the method's budgets" if stage == "eval" else ""

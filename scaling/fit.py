@@ -364,6 +364,43 @@ def fit_trends(
     return out
 
 
+# ------------------------------------------------------------------ is there a trend at all?
+R2_MIN = 0.5  # below this R² a fit explains less than half the spread between sizes: "no trend"
+LOSO_MAX = 1.0  # LOSO error / error of predicting each size by the mean of the others; >= this: "no trend"
+
+
+def mean_loso_error(values: Sequence[float]) -> float:
+    """RMS error of predicting each value by the mean of the others (the no-trend baseline):
+    n/(n-1) times the population sd of the values."""
+    y = np.asarray(values, dtype=np.float64)
+    n = len(y)
+    return float(n / (n - 1) * y.std()) if n > 1 else float("nan")
+
+
+def trend_verdict(fit: TrendFit) -> tuple[str, str]:
+    """("trend" | "unsure" | "no trend", reason): the report's rule for what it may call a trend.
+
+    * "no trend" when R² < ``R2_MIN`` (0.5), or when the leave-one-size-out error is at least
+      ``LOSO_MAX`` (1.0) times the error of predicting each size by the mean of the other sizes
+      (the fit predicts a size it has not seen no better than ignoring size). With 3 sizes LOSO
+      is not defined (a line needs 3 sizes) and only the R² test applies.
+    * "unsure" when the bootstrap interval of the direction (log-linear slope per decade;
+      saturating gap) includes 0: sizes line up, but another draw of problems could flip it.
+    * "trend" otherwise.
+    """
+    if not np.isfinite(fit.r2) or fit.r2 < R2_MIN:
+        return "no trend", f"R² {fit.r2:.2f} < {R2_MIN}"
+    base = mean_loso_error([p.value for p in fit.points])
+    if np.isfinite(fit.loso_error) and np.isfinite(base) and fit.loso_error >= LOSO_MAX * base:
+        return "no trend", (f"leave-one-size-out error {fit.loso_error:.3g} >= {LOSO_MAX:g} x that of the mean of "
+                            f"the other sizes ({base:.3g})")
+    key = "slope_per_decade" if fit.form == "log_linear" else "gap_at_ref"
+    lo, hi = fit.coef_lo.get(key, math.nan), fit.coef_hi.get(key, math.nan)
+    if not (lo > 0 or hi < 0):
+        return "unsure", f"the {fit.level:.0%} interval of {key} [{lo:.3g}, {hi:.3g}] includes 0"
+    return "trend", f"R² {fit.r2:.2f}" + (f", LOSO error {fit.loso_error:.3g}" if np.isfinite(fit.loso_error) else "")
+
+
 def boot_coef_arrays(fit: TrendFit) -> dict[str, np.ndarray]:
     """The bootstrap coefficients of a fit as arrays (for plots and tests)."""
     return {k: np.array([b[k] for b in fit.boot]) for k in COEFS[fit.form]}
@@ -388,4 +425,7 @@ __all__ = [
     "trend_curve",
     "boot_coef_arrays",
     "points_from_truth",
+    "trend_verdict",
+    "R2_MIN",
+    "LOSO_MAX",
 ]

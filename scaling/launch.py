@@ -69,7 +69,8 @@ class JobBody:
     item: str | None = None
 
     def __call__(self) -> Any:
-        return run_entry(self.entry, self.run_yaml, self.item)
+        with sd.writer_lock(Path(self.run_yaml).parent, self.item):
+            return run_entry(self.entry, self.run_yaml, self.item)
 
 
 # ---------------------------------------------------------------------------- protocol
@@ -210,8 +211,12 @@ def _ids_of(entry: dict[str, Any]) -> list[str]:
 def refresh_states(sdir: Path, manifest: dict[str, Any], ex: Executor | None) -> dict[str, dict[str, Any]]:
     """Compute each run's state: DONE markers first, then the executor's view of its ids.
 
-    Returns run_id -> {state, detail, elapsed_s, items_done}; does not write the manifest.
+    Returns run_id -> {state, detail, elapsed_s, items_done}. Writes the manifest only to settle
+    a submission left in doubt (``reconcile``); a run whose submission cannot be settled (the
+    scheduler does not answer) is ``unknown`` and is never resubmitted.
     """
+    if any(isinstance(e, dict) and e.get("submitting") for e in manifest["runs"].values()):
+        manifest = reconcile(sdir, ex)
     runs = manifest["runs"]
     ids: list[str] = []
     folders: dict[str, Path] = {}
@@ -220,6 +225,11 @@ def refresh_states(sdir: Path, manifest: dict[str, Any], ex: Executor | None) ->
             ids.append(jid)
             folders[jid] = _folder(sdir, entry)
     sched = ex.states(ids, folders) if (ex is not None and ids) else {}
+    for entry in runs.values():  # local ids are pids: a recycled pid is not our job (start time differs)
+        for jid, start in (entry.get("pid_starts") or {}).items():
+            view = sched.get(jid)
+            if view and view.get("state") == "running" and str(jid).isdigit() and not sd.pid_alive(int(jid), start):
+                sched[jid] = {"state": "ended", "detail": "process gone (its pid now belongs to another process)"}
     out: dict[str, dict[str, Any]] = {}
     for run_id, entry in runs.items():
         items = entry.get("items") or []
@@ -238,6 +248,11 @@ def refresh_states(sdir: Path, manifest: dict[str, Any], ex: Executor | None) ->
             jids = [entry.get("item_ids", {}).get(it) for it in pending_items]
         else:
             jids = [entry.get("job_id")]
+        if entry.get("submitting"):  # reconcile could not settle it: never call it unsubmitted
+            info["state"] = "unknown"
+            info["detail"] = "submission in doubt (the scheduler did not answer); retry when it does"
+            out[run_id] = info
+            continue
         if not any(jids):
             info["state"] = "not_submitted"
             out[run_id] = info
@@ -281,6 +296,115 @@ def refresh_states(sdir: Path, manifest: dict[str, Any], ex: Executor | None) ->
     return out
 
 
+def _clean_stale_tmp(sdir: Path, manifest: dict[str, Any], states: dict[str, dict[str, Any]]) -> None:
+    """Remove temporary files a SIGKILL left inside ``atomic_path``: in the study directory when
+    older than 10 min (its writers finish in milliseconds), and in every run directory whose run
+    is not live (no job can be writing there). Run under the study lock."""
+    sd.clean_stale_tmp(sdir, older_than_s=600.0)
+    for run_id, info in states.items():
+        if info.get("state") not in LIVE and info.get("state") != "unknown" and run_id in manifest["runs"]:
+            sd.clean_stale_tmp(sd.run_dir(sdir, run_id), older_than_s=60.0, recursive=True)
+
+
+def reconcile(sdir: Path, ex: Executor | None) -> dict[str, Any]:
+    """Settle every submission left in doubt (a ``submitting`` intent without recorded ids: the
+    launcher died between the scheduler accepting the job and the manifest write).
+
+    The scheduler is asked for jobs of that name (``find_submitted``); found ids are adopted
+    (recorded as if submitted, history ``how: adopted``), none found clears the intent (the
+    run is then truly unsubmitted), no answer keeps it (state ``unknown``). Returns the
+    updated manifest."""
+    manifest = sd.read_manifest(sdir)
+    if manifest is None:
+        raise LaunchError(f"{sdir}: no manifest.json")
+    found: dict[str, list[str] | None] = {}
+    for run_id, e in manifest["runs"].items():
+        intent = e.get("submitting")
+        if intent:
+            known = {j for h in e.get("history", []) for j in h.get("ids", [])}
+            ids = find_submitted(ex, _folder(sdir, e), str(intent.get("name", "")), float(intent.get("ts", 0)))
+            found[run_id] = None if ids is None else [j for j in ids if j not in known]
+    if not found:
+        return manifest
+    for run_id, ids in found.items():
+        if not ids:
+            continue
+        intent = manifest["runs"][run_id]["submitting"]
+        items = list(intent.get("items") or [])
+
+        def num(j: str) -> tuple[int, str]:
+            head = j.split("_")[0]
+            return (int(head) if head.isdigit() else 0, j)
+
+        newest = max(ids, key=num).split("_")[0]  # one submission per intent: the newest master id
+        if items:  # an array's tasks are <master>_<index>, in the order of the intent's items
+            ids = [f"{newest}_{i}" for i in range(len(items))]
+        else:
+            ids = [max(ids, key=num)]
+        _record_ids(sdir, ex, run_id, bool(items), items, ids, how="adopted")
+    cleared = [r for r, ids in found.items() if ids == []]
+    if cleared:
+        def clear(m: dict[str, Any]) -> None:
+            for r in cleared:
+                m["runs"][r].pop("submitting", None)
+
+        sd.update_manifest(sdir, clear)
+    return sd.read_manifest(sdir)
+
+
+def find_submitted(ex: Executor | None, folder: Path, name: str, since_ts: float) -> list[str] | None:
+    """Ids of jobs that may have been submitted for one run since ``since_ts``: [] when surely
+    none, None when it cannot be told. Asks the executor (``find_submitted`` when it has one;
+    Slurm: ``squeue``/``sacct`` by job name) and reads submitit's ``<id>_submitted.pkl`` files,
+    which submitit writes right after sbatch (or the local Popen) returns."""
+    ids: set[str] = set()
+    with_pickles = True
+    finder = getattr(ex, "find_submitted", None)
+    if callable(finder):
+        got = finder(name, folder, since_ts)
+        if got is None:
+            return None
+        ids.update(got)
+    elif ex is not None and getattr(ex, "name", "") == "slurm":
+        got = _slurm_jobs_named(name, since_ts)
+        if got is None:
+            return None
+        ids.update(got)
+    elif ex is not None and getattr(ex, "name", "") not in ("local",):
+        with_pickles = getattr(ex, "name", "") != "debug"
+    if with_pickles:
+        try:
+            for p in folder.glob("*_submitted.pkl"):
+                if p.stat().st_mtime >= since_ts - 2.0:
+                    ids.add(p.name[: -len("_submitted.pkl")])
+        except OSError:
+            pass
+    return sorted(ids)
+
+
+def _slurm_jobs_named(name: str, since_ts: float) -> list[str] | None:
+    """Slurm job ids (array tasks expanded) named ``name``: squeue (live jobs), then sacct from
+    ``since_ts`` when accounting works. None when squeue does not answer."""
+    import subprocess
+
+    def run(cmd: list[str]) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    user = os.environ.get("USER") or ""
+    q = run(["squeue", "-h", "-r", "-n", name, "-o", "%i", *(["-u", user] if user else [])])
+    if q is None or q.returncode != 0:
+        return None
+    ids = {line.strip() for line in q.stdout.splitlines() if line.strip()}
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(max(0.0, since_ts - 60)))
+    a = run(["sacct", "-n", "-P", "-X", "--name", name, "-S", start, "-o", "JobID"])
+    if a is not None and a.returncode == 0:
+        ids.update(line.strip() for line in a.stdout.splitlines() if line.strip() and "[" not in line)
+    return sorted(ids)
+
+
 def _store_states(sdir: Path, states: dict[str, dict[str, Any]]) -> None:
     def apply(m: dict[str, Any]) -> None:
         for run_id, info in states.items():
@@ -299,15 +423,52 @@ def _bodies(sdir: Path, job: JobSpec, items: list[str]) -> list[JobBody]:
     return [JobBody(job.entry, run_yaml, None)]
 
 
+# Fault injection for tests (tests/slurm/test_submit_window.py): SCALING_FAULT_INJECT=after_submit[:<run_id>]
+# makes launch/resume SIGKILL itself right after the scheduler accepted a job and before its id
+# reaches manifest.json: the submit window. Inert when the variable is unset (normal use).
+FAULT_ENV = "SCALING_FAULT_INJECT"
+
+
+def _fault_point(point: str, run_id: str) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return
+    name, _, target = spec.partition(":")
+    if name == point and target in ("", run_id):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _submit_one(sdir: Path, ex: Executor, job: JobSpec, items: list[str], after_ids: list[str]) -> None:
-    """Submit one run (or the given items of an array run) and record ids in the manifest."""
+    """Submit one run (or the given items of an array run) and record ids in the manifest.
+
+    The intent (job name, items, time) is written to the manifest BEFORE submitting, so a
+    launcher killed between the scheduler accepting the job and the id reaching the manifest
+    leaves a trace: ``reconcile`` then finds the job by name (or by submitit's pickle) and
+    adopts its id instead of declaring the run unsubmitted and submitting it again."""
     entry_folder = sd.run_dir(sdir, job.run_id) / sd.LOGS
+    intent = {"name": job.name, "items": list(items), "ts": time.time(), "time": sd._now(), "executor": ex.name}
+    sd.update_manifest(sdir, lambda m: m["runs"][job.run_id].__setitem__("submitting", intent))
     ids = ex.submit(job, _bodies(sdir, job, items), folder=entry_folder, after=after_ids)
+    _fault_point("after_submit", job.run_id)
+    _record_ids(sdir, ex, job.run_id, bool(job.array), items, ids)
+
+
+def _record_ids(sdir: Path, ex: Executor | None, run_id: str, array: bool, items: list[str], ids: list[str],
+                *, how: str = "submitted") -> None:
+    """Write submitted (or adopted) ids into the manifest and clear the submission intent."""
     now = sd._now()
+    starts = {}
+    if ex is not None and getattr(ex, "name", "") == "local":  # local ids are pids: keep their start times
+        starts = {j: sd.pid_start_time(int(j)) for j in ids if str(j).isdigit()}
 
     def apply(m: dict[str, Any]) -> None:
-        e = m["runs"][job.run_id]
-        if job.array:  # attempts of an array = the most any item was submitted
+        e = m["runs"][run_id]
+        e.pop("submitting", None)
+        if starts:
+            e.setdefault("pid_starts", {}).update({j: v for j, v in starts.items() if v is not None})
+        if array:  # attempts of an array = the most any item was submitted
             e.setdefault("item_ids", {}).update(dict(zip(items, ids)))
             e["job_id"] = ids[0].split("_")[0] if ids else e.get("job_id")
             tries = e.setdefault("item_attempts", {})
@@ -321,7 +482,10 @@ def _submit_one(sdir: Path, ex: Executor, job: JobSpec, items: list[str], after_
         e.pop("cancelled", None)
         e["submitted_at"] = now
         e["submitted_ts"] = time.time()
-        e.setdefault("history", []).append({"time": now, "ids": ids, "items": items if job.array else []})
+        rec = {"time": now, "ids": ids, "items": items if array else []}
+        if how != "submitted":
+            rec["how"] = how
+        e.setdefault("history", []).append(rec)
 
     sd.update_manifest(sdir, apply)
 
@@ -329,7 +493,7 @@ def _submit_one(sdir: Path, ex: Executor, job: JobSpec, items: list[str], after_
 def _todo(sdir: Path, states: dict[str, dict[str, Any]], job: JobSpec) -> list[str] | None:
     """Items (or ["-"] for a single job) that must be (re)submitted; None when nothing to do."""
     st = states.get(job.run_id, {}).get("state", "not_submitted")
-    if st == "done" or st in LIVE:
+    if st == "done" or st in LIVE or st == "unknown":  # unknown: the scheduler cannot say; never risk a twin
         return None
     rd = sd.run_dir(sdir, job.run_id)
     if job.array:
@@ -461,8 +625,74 @@ def _check_secrets(plan: Plan, ex: Executor) -> list[str]:
     return script_secret_problems(plan.jobs, plan.profile)
 
 
+def gpus_here() -> int:
+    """GPUs this machine can give local jobs, without importing torch: ``nvidia-smi -L`` (or the
+    driver's ``/proc`` entries), limited by ``CUDA_VISIBLE_DEVICES`` when it is set."""
+    import subprocess
+
+    n = 0
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+            n = sum(1 for ln in out.stdout.splitlines() if ln.startswith("GPU ")) if out.returncode == 0 else 0
+        except (OSError, subprocess.SubprocessError):
+            n = 0
+    if n == 0 and Path("/proc/driver/nvidia/gpus").is_dir():
+        n = sum(1 for _ in Path("/proc/driver/nvidia/gpus").iterdir())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        n = min(n, len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"]))
+    return n
+
+
+def _refuse_gpu_jobs_without_gpus(plan: Plan) -> None:
+    """A GPU plan run on this machine (local or debug executor) needs the GPUs its jobs ask for:
+    refuse before anything is written or started, naming what is missing and what to do instead."""
+    need = max((j.resources.gpus_per_node * max(1, j.resources.nodes) for j in plan.jobs), default=0)
+    if need <= 0:
+        return
+    have = gpus_here()
+    if have >= need:
+        return
+    widest = max(plan.jobs, key=lambda j: j.resources.gpus_per_node * max(1, j.resources.nodes))
+    what = "no GPU" if have == 0 else f"{have} GPU(s)"
+    raise LaunchError(
+        f"profile {plan.profile.name} plans GPU jobs ({widest.run_id} asks {need} GPU(s)) but this machine has {what} "
+        "and no Slurm cluster is configured: nothing was started; submit from a cluster's login node "
+        "(--executor slurm), look at the jobs with --dry-run, or run the CPU ladder "
+        "(scaling launch recipes/tiny-ladder.yaml --wait); --force runs them here anyway")
+
+
+def _dry_run_executor(plan: Plan) -> Executor:
+    """``--dry-run`` with ``auto``: the executor a launch here would use, except that a GPU profile
+    off-cluster shows the Slurm executor's #SBATCH lines (what the cluster would be given)."""
+    from .slurm import SubmititExecutor, cluster_available
+
+    if cluster_available():
+        return SubmititExecutor("slurm", plan.profile)
+    if plan.profile.gpus_per_node > 0:
+        print(f"note: no Slurm cluster is configured here; showing the #SBATCH lines a launch with profile "
+              f"{plan.profile.name} would submit from a login node (--executor slurm)")
+        return SubmititExecutor("slurm", plan.profile)
+    return SubmititExecutor("local", plan.profile)
+
+
+def study_ref(sdir: Path) -> str:
+    """How a printed hint names a study so that it runs as printed: the bare name when the study
+    lives in ./runs (every command's default), else the name with ``--runs-dir``."""
+    import shlex
+
+    default = Path("runs").resolve() / sdir.name
+    try:
+        if Path(sdir).resolve() == default:
+            return sdir.name
+    except OSError:
+        pass
+    return f"{sdir.name} --runs-dir {shlex.quote(str(Path(sdir).parent))}"
+
+
 def launch(study: Any, plan: Plan, *, executor: str | Executor = "auto", runs_dir: str | os.PathLike[str] | None = None,
-           dry_run: bool = False, wait: bool = False, poll_s: float = POLL_S) -> int:
+           dry_run: bool = False, wait: bool = False, poll_s: float = POLL_S, force: bool = False) -> int:
     """Submit a planned study. Returns 0 when everything was submitted (and, when waiting or
     running locally, finished with DONE), 1 when some run failed.
 
@@ -472,11 +702,16 @@ def launch(study: Any, plan: Plan, *, executor: str | Executor = "auto", runs_di
     """
     name = sd.safe_name(plan.study)
     sdir = _resolve_runs_dir(study, runs_dir) / name
-    ex = executor if not isinstance(executor, str) else make_executor(executor, plan.profile)
+    if dry_run and executor == "auto":
+        ex = _dry_run_executor(plan)
+    else:
+        ex = executor if not isinstance(executor, str) else make_executor(executor, plan.profile)
     topo_order(plan.jobs)
     if dry_run:
         _print_dry_run(sdir, plan, ex)
         return 0
+    if ex.name in ("local", "debug") and not force:
+        _refuse_gpu_jobs_without_gpus(plan)
     problems = ex.preflight(plan.jobs) + _check_secrets(plan, ex)
     if problems:
         listed = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
@@ -489,11 +724,12 @@ def launch(study: Any, plan: Plan, *, executor: str | Executor = "auto", runs_di
             live = [r for r, s in states.items() if s["state"] in LIVE]
             if live:
                 raise LaunchError(f"{sdir}: study already launched and {len(live)} job(s) are live ({live[0]}, ...); "
-                                  f"follow it with `scaling status {name}`, or `scaling cancel {name}` first")
+                                  f"follow it with `scaling status {study_ref(sdir)}`, or `scaling cancel {study_ref(sdir)}` first")
             stored = (sdir / sd.PLAN_JSON).read_text() if (sdir / sd.PLAN_JSON).exists() else ""
             if stored != plan_text:
                 raise LaunchError(f"{sdir}: holds a different plan of study {name}; use another study name "
                                   f"(set name: in the recipe) or delete {sdir} to start over")
+            _clean_stale_tmp(sdir, old, states)
         sd.write_study_files(sdir, study, plan_text)
         for run in plan.runs:
             sd.write_run_yaml(sdir, run)
@@ -541,14 +777,14 @@ def _announce(sdir: Path, ex: Executor, submitted: list[str]) -> None:
     from rich.console import Console
 
     Console().print(f"submitted {len(submitted)} job(s) of {sdir.name} with {ex.name}: "
-                    f"{', '.join(submitted) or 'nothing to do (all DONE or live)'}", highlight=False)
+                    f"{', '.join(submitted) or 'nothing to do (all DONE or live)'}", highlight=False, soft_wrap=True)
     _store_states(sdir, refresh_states(sdir, sd.read_manifest(sdir), ex))
 
 
 def _follow(sdir: Path, ex: Executor, *, wait: bool, poll_s: float) -> int:
     """After a scheduler submission (lock released): return, or wait with progress."""
     if not wait:
-        print(f"follow with: scaling status {sdir.name} --watch")
+        print(f"follow with: scaling status {study_ref(sdir)} --watch")
         return 0
     return _verdict(sdir, _wait(sdir, ex, poll_s=poll_s))
 
@@ -556,7 +792,7 @@ def _follow(sdir: Path, ex: Executor, *, wait: bool, poll_s: float) -> int:
 def _drive_all(sdir: Path, ex: Executor, jobs: list[JobSpec], *, poll_s: float, parallel: int,
                weights: dict[str, float] | None = None) -> int:
     """Local/debug: this process runs the study (under the study lock) and reports."""
-    with _Progress(len(jobs)) as prog:
+    with _Progress(jobs, parallel=parallel) as prog:
         _drive(sdir, ex, jobs, poll_s=poll_s, progress=prog.update, parallel=parallel, weights=weights)
     return _verdict(sdir, refresh_states(sdir, sd.read_manifest(sdir), ex))
 
@@ -568,40 +804,142 @@ def _verdict(sdir: Path, states: dict[str, dict[str, Any]]) -> int:
     bad = {r: s for r, s in states.items() if s["state"] != "done"}
     if bad:
         console.print(f"{len(bad)} run(s) not done: " + ", ".join(f"{r} ({s['state']})" for r, s in sorted(bad.items()))
-                      + f"; inspect with `scaling status {sdir.name}`, then `scaling resume {sdir.name}`",
-                      highlight=False)
+                      + f"; inspect with `scaling status {study_ref(sdir)}`, then `scaling resume {study_ref(sdir)}`",
+                      highlight=False, soft_wrap=True)
         return 1
     console.print(f"all {len(states)} run(s) of {sdir.name} are DONE", highlight=False)
     return 0
 
 
+def plan_estimates_s(jobs: list[JobSpec]) -> dict[str, float]:
+    """run_id -> the plan's wall-time estimate of the job in seconds: GPU-hours over its GPUs when
+    the plan has them, else the time limit read back through ``rules.time_limit_min``'s padding
+    (estimate x TIME_SAFETY + STARTUP_MIN), at least one minute. Only ratios matter to the
+    progress estimate, which is recalibrated against the observed times as runs finish."""
+    try:
+        from .rules import STARTUP_MIN, TIME_SAFETY
+    except ImportError:  # pragma: no cover - a stripped install
+        STARTUP_MIN, TIME_SAFETY = 15, 1.5
+    out = {}
+    for j in jobs:
+        r = j.resources
+        gpus = max(0, r.gpus_per_node) * max(1, r.nodes) * max(1, len(j.array) or 1)
+        if j.gpu_hours > 0 and gpus > 0:
+            out[j.run_id] = j.gpu_hours * 3600.0 / gpus
+        else:
+            out[j.run_id] = max(60.0, (max(0, r.timeout_min) - STARTUP_MIN) / TIME_SAFETY * 60.0)
+    return out
+
+
 class _Progress:
-    """A rich progress bar of runs done / total (quiet when stdout is not a terminal)."""
+    """Progress of a followed study. On a terminal: a rich live bar of runs done / total with
+    the running runs and the time left. Otherwise (a pipe, a file, a CI log): one line per run
+    state change, printed and flushed as it is seen::
 
-    def __init__(self, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        02:31:05  0_3m/sft  done  took 0:03:10  |  3/20 done  elapsed 0:04:12  left ~0:11:30
 
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           transient=False)
-        self._task = self._p.add_task("runs done", total=total)
+    Time left = the plan's estimates of the runs not yet ended (``plan_estimates_s``), scaled by
+    how long the runs that ended here took against their estimates (before the first one ends:
+    the estimates divided by the runs that can execute at once)."""
+
+    def __init__(self, jobs: list[JobSpec] | int, *, parallel: int = 1, console: Any = None,
+                 lines: bool | None = None):
+        from rich.console import Console
+
+        self._console = console or Console()
+        self._lines = (not self._console.is_terminal) if lines is None else lines
+        self._est = plan_estimates_s(jobs) if isinstance(jobs, list) else {}
+        self.total = len(jobs) if isinstance(jobs, list) else int(jobs)
+        self._parallel = max(1, parallel)
+        self._t0 = self._last = time.time()
+        self._seen: dict[str, str] = {}
+        self._started: dict[str, float] = {}  # run_id -> when it was first seen live
+        self._ended_here: dict[str, float] = {}  # run_id -> seconds it took (ended while followed)
+        self._p = None
+        if not self._lines:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                               TimeElapsedColumn(), TextColumn("{task.fields[left]}"), console=self._console,
+                               transient=False)
+            self._task = self._p.add_task("runs done", total=self.total, left="")
 
     def __enter__(self) -> "_Progress":
-        self._p.start()
+        if self._p is not None:
+            self._p.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._p.stop()
+        if self._p is not None:
+            self._p.stop()
+
+    def time_left_s(self, states: dict[str, dict[str, Any]]) -> float | None:
+        now = time.time()
+        todo = [r for r, s in states.items() if s["state"] in LIVE + ("not_submitted", "unknown")]
+        if not todo:
+            return 0.0
+        if not self._est:
+            return None
+        left = 0.0
+        for r in todo:
+            est = self._est.get(r, 60.0)
+            ran = now - self._started[r] if r in self._started else 0.0
+            left += max(est * 0.1, est - ran)  # a run past its estimate still has a little left
+        ended = [r for r in self._ended_here if r in self._est]
+        if ended:  # observed wall seconds per planned second, parallel slots included
+            planned = sum(self._est[r] for r in ended)
+            return left * (now - self._t0) / max(planned, 1.0)
+        return left / self._parallel
 
     def update(self, states: dict[str, dict[str, Any]]) -> None:
+        now = time.time()
+        first = not self._seen
+        changed = []
+        for r, s in states.items():
+            st, old = s["state"], self._seen.get(r)
+            if st in LIVE and r not in self._started:  # submitted after the previous look at the latest
+                self._started[r] = self._last if not first else now
+            if old is not None and old in LIVE + ("not_submitted", "unknown") and st in FINAL and st != "blocked":
+                self._ended_here[r] = now - self._started.get(r, self._last)
+            if old != st:
+                changed.append(r)
+            self._seen[r] = st
+        self._last = now
         done = sum(1 for s in states.values() if s["state"] == "done")
-        live = [r for r, s in states.items() if s["state"] == "running"]
-        desc = f"runs done ({', '.join(live[:2])} running)" if live else "runs done"
-        self._p.update(self._task, completed=done, description=desc)
+        left = self.time_left_s(states)
+        left_text = f"~{_fmt_elapsed(left)}" if left else ""
+        if self._p is not None:
+            live = [r for r, s in states.items() if s["state"] == "running"]
+            desc = f"runs done ({', '.join(live[:2])} running)" if live else "runs done"
+            self._p.update(self._task, completed=done, description=desc, left=f"{left_text} left" if left else "")
+            return
+        if first:  # where the study starts from, in one line; then only what changes
+            counts: dict[str, int] = {}
+            for s in states.values():
+                counts[s["state"]] = counts.get(s["state"], 0) + 1
+            est = sum(self._est.values()) / self._parallel if self._est else None
+            self._print(f"{time.strftime('%H:%M:%S')}  following {self.total} run(s): "
+                        + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                        + (f"; the plan's estimate ~{_fmt_elapsed(est)}" if est else ""))
+            changed = [r for r in changed if states[r]["state"] not in ("not_submitted", "done")]
+        tail = f"{done}/{self.total} done  elapsed {_fmt_elapsed(now - self._t0)}"
+        if left_text:
+            tail += f"  left {left_text}"
+        for r in changed:
+            st = states[r]["state"]
+            extra = f"  took {_fmt_elapsed(self._ended_here[r])}" if r in self._ended_here and st in FINAL else ""
+            if states[r].get("detail") and st != "done":
+                extra += f"  ({states[r]['detail']})"
+            self._print(f"{time.strftime('%H:%M:%S')}  {r}  {st}{extra}  |  {tail}")
+
+    @staticmethod
+    def _print(line: str) -> None:
+        print(line, flush=True)
 
 
 def _wait(sdir: Path, ex: Executor, *, poll_s: float) -> dict[str, dict[str, Any]]:
     manifest = sd.read_manifest(sdir)
-    with _Progress(len(manifest["runs"])) as prog:
+    with _Progress(_jobs(manifest), parallel=len(manifest["runs"])) as prog:
         while True:
             states = refresh_states(sdir, sd.read_manifest(sdir), ex)
             _store_states(sdir, states)
@@ -615,6 +953,9 @@ def _open(study: str | os.PathLike[str], runs_dir: str | os.PathLike[str]) -> tu
     sdir = sd.study_dir(study, runs_dir)
     manifest = sd.read_manifest(sdir)
     if manifest is None:
+        if (sdir / sd.PLAN_JSON).exists():  # launch stopped after the plan files (full disk, kill): nothing submitted
+            raise LaunchError(f"{sdir}: plan files but no manifest.json: the launch stopped before submitting anything "
+                              "(e.g. a full disk); run `scaling launch RECIPE` again with the same recipe to submit it")
         raise LaunchError(f"{sdir}: no manifest.json; this study was never launched (scaling launch RECIPE)")
     return sdir, manifest
 
@@ -658,6 +999,7 @@ def resume(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = 
             m["executor"] = ex.name
 
         sd.update_manifest(sdir, reset)
+        _clean_stale_tmp(sdir, manifest, states)
         if not ex.handles_dependencies:
             return _drive_all(sdir, ex, jobs, poll_s=poll_s, parallel=_parallel_for(profile_plan, jobs),
                               weights=_size_weights(sdir))
@@ -742,25 +1084,38 @@ def _fmt_elapsed(s: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def status_table(sdir: Path, manifest: dict[str, Any], states: dict[str, dict[str, Any]]) -> Any:
-    from rich.table import Table
+# a fix sentence in a log line starts after "; " or ": " with one of these verbs (the project's
+# one-line errors end with the fix: "...; run `scaling prefetch ...`")
+_FIX_RE = re.compile(r"(?:;|:|\.|,)\s+((?:run|use|set|pass|add|give|try|see|rerun|install|lower|raise|export|"
+                     r"check|delete|remove|start|call|fix|choose|pick|increase|decrease)\b.*)$", re.IGNORECASE)
 
-    colors = {"done": "green", "running": "cyan", "pending": "yellow", "failed": "red", "blocked": "red",
-              "cancelled": "magenta", "timeout": "red", "unknown": "white", "not_submitted": "white"}
-    table = Table(title=f"{manifest['study']} ({manifest.get('executor')})  {sdir}")
-    for col in ("run", "job id", "state", "elapsed", "attempts"):
-        table.add_column(col, no_wrap=col != "state")
-    table.add_column("last log line", overflow="fold", ratio=1)
+
+def fit_log_line(line: str, width: int) -> str:
+    """A log line in at most ``width`` characters that keeps its end: the fix sentence when the line
+    has one (``head… fix``), else the tail (``…tail``). Errors put the fix last, so the end is the
+    part a user must see; the start is usually the exception type or a logger prefix."""
+    if width <= 0:
+        return ""
+    if len(line) <= width:
+        return line
+    if width < 8:
+        return line[-width:]
+    m = _FIX_RE.search(line)
+    if m and len(m.group(1)) + 6 <= width:
+        fix = m.group(1)
+        head = line[: width - len(fix) - 2].rstrip()
+        return f"{head}… {fix}"
+    return "…" + line[-(width - 1):]
+
+
+def _status_rows(sdir: Path, manifest: dict[str, Any], states: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One dict per run: run, job_id, state (with array counts), detail, elapsed, attempts, log."""
     now = time.time()
+    rows = []
     for run_id, e in manifest["runs"].items():
         info = states.get(run_id, {"state": e.get("state", "?")})
         st = info["state"]
-        if e.get("items"):
-            st_text = f"{st} ({info.get('items_done', 0)}/{len(e['items'])})"
-        else:
-            st_text = st
-        if info.get("detail") and st != "done":
-            st_text += f": {info['detail']}"
+        st_text = f"{st} ({info.get('items_done', 0)}/{len(e['items'])})" if e.get("items") else st
         elapsed = info.get("elapsed_s")
         if elapsed is None and e.get("submitted_ts"):
             end = now
@@ -770,36 +1125,110 @@ def status_table(sdir: Path, manifest: dict[str, Any], states: dict[str, dict[st
                 marks += [p.stat().st_mtime for p in rd.rglob(sd.DONE)]
                 end = max(marks) if marks else now
             elapsed = max(0.0, end - float(e["submitted_ts"]))
-        job_id = e.get("job_id") or "-"
-        table.add_row(run_id, str(job_id), f"[{colors.get(st, 'white')}]{st_text}[/]", _fmt_elapsed(elapsed),
-                      str(e.get("attempts", 0)),
-                      _last_log_line(_folder(sdir, e), prefer_err=st in ("failed", "timeout", "cancelled"))[:120])
+        rows.append({"run": run_id, "job_id": str(e.get("job_id") or "-"), "state": st, "state_text": st_text,
+                     "detail": info.get("detail", "") if st != "done" else "", "elapsed": _fmt_elapsed(elapsed),
+                     "attempts": int(e.get("attempts", 0) or 0),
+                     "log": _last_log_line(_folder(sdir, e), prefer_err=st in ("failed", "timeout", "cancelled"))})
+    return rows
+
+
+_COLORS = {"done": "green", "running": "cyan", "pending": "yellow", "failed": "red", "blocked": "red",
+           "cancelled": "magenta", "timeout": "red", "unknown": "white", "not_submitted": "white"}
+_BAD = ("failed", "timeout", "cancelled", "blocked")
+
+
+def status_table(sdir: Path, manifest: dict[str, Any], states: dict[str, dict[str, Any]], *,
+                 width: int = 80, wide: bool = False) -> Any:
+    """The status table for a terminal ``width`` columns wide: no line wider, no cell wrapped.
+
+    Narrow (default): run, state (``(try N)`` after a retry), elapsed, and one note per run (the
+    state's detail, else the last log line cut by ``fit_log_line`` so that its fix stays); the
+    job id column appears when the terminal has room. ``wide``: every column, whole cells."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = _status_rows(sdir, manifest, states)
+    done = sum(1 for r in rows if r["state"] == "done")
+    title = Text(f"{manifest['study']} ({manifest.get('executor')}): {done}/{len(rows)} done  {sdir}",
+                 no_wrap=not wide, overflow="ellipsis")
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                  expand=False, padding=(0, 1))
+    if wide:
+        for col in ("run", "job id", "state", "elapsed", "attempts", "last log line"):
+            table.add_column(col, no_wrap=True, overflow="ignore")
+        for r in rows:
+            st = f"{r['state_text']}: {r['detail']}" if r["detail"] else r["state_text"]
+            table.add_row(r["run"], r["job_id"], f"[{_COLORS.get(r['state'], 'white')}]{st}[/]", r["elapsed"],
+                          str(r["attempts"]), Text(r["log"]))
+        return table
+    state_texts = [r["state_text"] + (f" (try {r['attempts']})" if r["attempts"] > 1 else "") for r in rows]
+    w_run = max([3] + [len(r["run"]) for r in rows])
+    w_state = max([5] + [len(t) for t in state_texts])
+    w_el = 7
+    w_id = max([6] + [len(r["job_id"]) for r in rows])
+    sep = 3  # SIMPLE_HEAD without edges: a padding space, the (blank) divider, a padding space
+    fixed = w_run + w_state + w_el + 3 * sep
+    show_id = width - fixed - w_id - sep >= 60  # the note column comes first
+    if show_id:
+        fixed += w_id + sep
+    w_note = width - fixed
+    if w_note < 12:  # a very narrow terminal: the state and run columns give way first
+        cut = min(12 - w_note, w_state - 5)
+        w_state, w_note = w_state - cut, w_note + cut
+        cut = min(max(0, 12 - w_note), w_run - 8)
+        w_run, w_note = w_run - cut, w_note + cut
+    w_note = max(4, w_note)
+    table.add_column("run", no_wrap=True, overflow="ellipsis", width=w_run)
+    if show_id:
+        table.add_column("job id", no_wrap=True, overflow="ellipsis", width=w_id)
+    table.add_column("state", no_wrap=True, overflow="ellipsis", width=w_state)
+    table.add_column("elapsed", no_wrap=True, overflow="ellipsis", width=w_el)
+    table.add_column("note / last log line", no_wrap=True, overflow="ellipsis", width=w_note)
+    for r, st in zip(rows, state_texts):
+        # a state's detail is cut at its end (its start says what happened); a log line keeps its fix
+        note = Text(r["detail"], overflow="ellipsis") if r["detail"] else Text(fit_log_line(r["log"], w_note))
+        cells = [r["run"]] + ([r["job_id"]] if show_id else []) + [
+            Text(st, style=_COLORS.get(r["state"], "white")), r["elapsed"], note]
+        table.add_row(*cells)
     return table
 
 
 def status(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = "runs", watch: bool = False,
-           poll_s: float = POLL_S) -> int:
-    """Print the study's jobs (run, job id, state, elapsed, attempts, last log line).
+           poll_s: float = POLL_S, wide: bool = False) -> int:
+    """Print the study's jobs (run, state, elapsed, the detail or last log line; ``wide``: also the
+    job id and attempts, and nothing cut), fitting the terminal's width. Below the table, the whole
+    last log line of each failed, timed-out or cancelled run, wrapped at words, so its fix is read in full.
 
     States come from DONE markers first and the scheduler second; the manifest is updated with
     what was seen. ``watch`` refreshes until no job is pending or running.
     """
-    from rich.console import Console
+    from rich.console import Console, Group
     from rich.live import Live
+    from rich.text import Text
 
     sdir, manifest = _open(study, runs_dir)
     ex = _executor_for(manifest)
+    console = Console()
 
     def snapshot() -> tuple[Any, dict[str, dict[str, Any]]]:
         m = sd.read_manifest(sdir)
         states = refresh_states(sdir, m, ex)
         _store_states(sdir, states)
-        return status_table(sdir, sd.read_manifest(sdir), states), states
+        m = sd.read_manifest(sdir)
+        table = status_table(sdir, m, states, width=console.width, wide=wide)
+        if wide:
+            return table, states
+        notes = [Text(f"{r['run']}: {r['log']}", style="red") for r in _status_rows(sdir, m, states)
+                 if r["state"] in _BAD and r["log"] and not r["detail"]]
+        return (Group(table, *notes) if notes else table), states
 
-    console = Console()
     table, states = snapshot()
     if not watch:
-        console.print(table)
+        if wide:
+            Console(width=100_000).print(table, crop=False)
+        else:
+            console.print(table)
         return 0
     with Live(table, console=console, refresh_per_second=1) as live:
         while any(s["state"] in LIVE for s in states.values()):
@@ -807,3 +1236,5 @@ def status(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = 
             table, states = snapshot()
             live.update(table)
     return 0
+
+

@@ -26,7 +26,9 @@ A *group* is one (size, checkpoint, benchmark, budget). Per group we report:
   (equals the accuracy when there is a single budget). Stored with ``budget_tokens = 0``.
 * per (size, benchmark, budget), every checkpoint C against the base checkpoint, arm
   ``"C_vs_base"``: ``accuracy_change`` = acc_C - acc_base and ``length_reduction_frac`` =
-  1 - tokens_mean_C / tokens_mean_base (positive = shorter), with paired intervals.
+  1 - tokens_mean_C / tokens_mean_base (positive = shorter), with paired intervals, and
+  ``length_change_frac`` = tokens_mean_C / tokens_mean_base - 1 (negative = shorter, the sign the
+  papers print: Art's -40.3%); the report's headline shows this one in percent.
 * length histograms per group, split by correctness (shared bins per benchmark).
 
 Everything is computed on numpy arrays with ``bincount`` and one sort per benchmark; the
@@ -58,7 +60,7 @@ BOOTSTRAPPED = (
     "accuracy_per_1k_tokens",
 )
 CURVE_METRICS = ("accuracy_auc",)  # per (size, checkpoint, benchmark), budget_tokens = 0
-DELTA_METRICS = ("accuracy_change", "length_reduction_frac")  # arm "<ckpt>_vs_base"
+DELTA_METRICS = ("accuracy_change", "length_reduction_frac", "length_change_frac")  # arm "<ckpt>_vs_base"
 # the EvalRecord columns compute_metrics reads (collect(..., columns=METRIC_COLUMNS))
 METRIC_COLUMNS = ("size", "checkpoint", "benchmark", "problem_id", "budget_tokens", "response_tokens", "correct", "finished")
 
@@ -370,6 +372,8 @@ def _curves_and_deltas(
                     red_v = 1.0 - l_t.value / l_b.value if l_b.value > 0 else float("nan")
                     red_b = 1.0 - l_t.boot / l_b.boot
                 values[(size, arm, bench, bud, "length_reduction_frac")] = _estimate(red_v, red_b, level, n_p, k)
+                # the same effect signed as the papers print it (Art: -40.3% = shorter)
+                values[(size, arm, bench, bud, "length_change_frac")] = _estimate(-red_v, -red_b, level, n_p, k)
 
 
 def size_points(

@@ -32,6 +32,7 @@ import copy
 import dataclasses
 import difflib
 import enum
+import math
 import os
 import re
 import types
@@ -42,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from .errors import RecipeError
+from .errors import ECHO_MAX, RecipeError, short
 from .records import ClusterProfile, CurateSettings, EvalSettings, ModelFacts, SftSettings, TrainSettings, to_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +53,22 @@ CHECKPOINTS = ("base", "trained")
 THINKING = ("hybrid", "always", "none")
 DEFAULT_PROFILE = "h100_8x80gb"
 _NAME_RE = re.compile(r"[a-z0-9_-]+")
+# Caps applied BEFORE YAML reaches omegaconf (issue 14: a 584-byte alias bomb hung `check`, a
+# 50 MB recipe took 100 s and 2.9 GB). Labelled defaults: the largest shipped recipe file is a few
+# KB, so 1 MiB is far above any real one; 32 levels is twice the deepest real nesting (8). With
+# no aliases the number of YAML nodes is bounded by the file size, so no separate node cap.
+MAX_RECIPE_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 10_000  # values + sections in one file; the largest shipped file has < 1,000
+MAX_LIST_ITEMS = 64  # eval.budgets, eval.benchmarks (real lists have 5-10): each one multiplies jobs
+MAX_STUDY_NAME = 64  # a directory name and part of every scheduler job name
+MAX_SEED = 2**32 - 1  # numpy / transformers.set_seed accept 32-bit seeds only
+SCALE_REWARDS = ("group", "batch", "none")  # TRL GRPOConfig.scale_rewards
+LENGTH_PENALTIES = ("linear", "group", "hinge")  # rewards.tldr_penalty
+# transformers' report_to names (integration_utils.INTEGRATION_TO_CALLBACK, 5.x) + none/all;
+# tests/unit/test_recipe.py compares this list with the installed transformers.
+REPORT_TO = ("all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
+             "mlflow", "neptune", "none", "swanlab", "tensorboard", "trackio", "wandb")
 _KEY_RE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 
 
@@ -343,7 +360,48 @@ def _structured(cls: type, data: dict[str, Any]) -> Any:
     except _Slow:
         from omegaconf import OmegaConf
 
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), data))
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), data))
+        _verify_types(cls, obj, "")
+        return obj
+
+
+class _TypeMismatch(Exception):
+    """What omegaconf let through although it does not match the schema (a list inside a list[int])."""
+
+    def __init__(self, key: str, msg: str):
+        super().__init__(msg)
+        self.full_key, self.msg = key, msg
+
+
+def _verify_types(tp: Any, v: Any, key: str) -> None:
+    """Check what omegaconf built against the type hints: omegaconf 2.3 accepts a nested list
+    where ``list[int]`` is declared (``budgets: [[1]]``), which then fails far from the recipe."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if v is None:
+            return
+        if len(args) == 1:
+            return _verify_types(args[0], v, key)
+        return
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        for f in dataclasses.fields(tp):
+            _verify_types(hints[f.name], getattr(v, f.name), f"{key}.{f.name}" if key else f.name)
+        return
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        for i, x in enumerate(v if isinstance(v, list) else []):
+            _verify_types(item, x, f"{key}[{i}]")
+        return
+    if origin is dict:
+        item = typing.get_args(tp)[1]
+        for k, x in (v.items() if isinstance(v, dict) else []):
+            _verify_types(item, x, f"{key}.{k}")
+        return
+    ok = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}.get(tp)
+    if ok is not None and (not isinstance(v, ok) or (tp is not bool and isinstance(v, bool) and tp is int)):
+        raise _TypeMismatch(key, f"expected {tp.__name__}, got {type(v).__name__} {short(v)}")
 
 
 def _merge(dst: dict, src: dict, prov: dict[str, str], source: str, prefix: str = "") -> None:
@@ -410,12 +468,18 @@ class _Loader:
         if path not in self._cache:
             shown = _display(path)
             try:
-                text = path.read_text(encoding="utf-8")
+                with open(path, "rb") as fh:
+                    raw = fh.read(MAX_RECIPE_BYTES + 1)
+                if len(raw) > MAX_RECIPE_BYTES:
+                    raise RecipeError(f"file is larger than {MAX_RECIPE_BYTES // 1024} KiB, the most a recipe may be; "
+                                      "is this the right file?", path=shown)
+                text = raw.decode("utf-8")
             except FileNotFoundError:
                 raise RecipeError("file not found; check the path", path=shown) from None
             except (OSError, UnicodeDecodeError) as err:
                 raise RecipeError(f"cannot read ({type(err).__name__}); check the file", path=shown) from None
             try:
+                _scan_yaml(text, shown)
                 data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
             except yaml.YAMLError as err:
                 mark = getattr(err, "problem_mark", None)
@@ -429,6 +493,7 @@ class _Loader:
                 data = {}
             if not isinstance(data, dict):
                 raise RecipeError(f"a recipe must be a YAML mapping (key: value), got {type(data).__name__}", path=shown)
+            refuse_interpolation(data, shown)
             self._cache[path] = data
         return self._cache[path]
 
@@ -473,6 +538,68 @@ class _Loader:
         )
 
 
+def _scan_yaml(text: str, shown: str) -> None:
+    """Refuse what YAML allows and a recipe must not have, from the event stream (libyaml's
+    parser, linear in the text; nothing is built): anchors and aliases (an alias bomb expands
+    exponentially inside omegaconf), nesting deeper than MAX_YAML_DEPTH, and duplicate keys in
+    a mapping (YAML keeps the later one silently)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    stack: list[list[Any]] = []  # [is_mapping, expecting_a_key, {key: line}]
+
+    def node_done() -> None:
+        if stack and stack[-1][0]:
+            stack[-1][1] = not stack[-1][1]
+
+    nodes = 0
+    for ev in yaml.parse(text, Loader=loader):
+        line = ev.start_mark.line + 1 if ev.start_mark is not None else 0
+        if isinstance(ev, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            nodes += 1
+            if nodes > MAX_YAML_NODES:
+                raise RecipeError(f"more than {MAX_YAML_NODES:,} YAML values (line {line}); a recipe holds a few "
+                                  "hundred: is this the right file?", path=shown)
+        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
+            raise RecipeError(f"YAML anchors and aliases (&a / *a) are not allowed (line {line}); "
+                              "write each value out, or use include: for shared settings", path=shown)
+        if isinstance(ev, yaml.ScalarEvent):
+            if stack and stack[-1][0] and stack[-1][1]:
+                keys = stack[-1][2]
+                if ev.value in keys:
+                    raise RecipeError(f"duplicate key {short(ev.value)} (lines {keys[ev.value]} and {line}); "
+                                      "keep one (YAML would silently use the last)", path=shown)
+                keys[ev.value] = line
+            node_done()
+        elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            stack.append([isinstance(ev, yaml.MappingStartEvent), True, {}])
+            if len(stack) > MAX_YAML_DEPTH:
+                raise RecipeError(f"nested deeper than {MAX_YAML_DEPTH} levels (line {line}); "
+                                  "a recipe is a few levels of sections", path=shown)
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            stack.pop()
+            node_done()
+
+
+def refuse_interpolation(data: Any, shown: str, prefix: str = "") -> None:
+    """Values are literal: a ``${...}`` anywhere (``${oc.env:HF_TOKEN}``, ``${train.x}``, even
+    escaped ``\\${``) is refused, because omegaconf would resolve it wherever a value passes
+    through a structured merge, and again when a job loads run.yaml, writing an environment
+    value (a token) into plan.json and run.yaml."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(k, str) and "${" in k:
+                raise RecipeError(f"'${{...}}' interpolation is not allowed in keys (got {short(k)})", path=shown,
+                                  key=prefix or None)
+            refuse_interpolation(v, shown, key)
+    elif isinstance(data, list):
+        for v in data:
+            refuse_interpolation(v, shown, prefix)
+    elif isinstance(data, str) and "${" in data:
+        raise RecipeError(f"'${{...}}' interpolation is not allowed (values are literal; got {short(data)}); "
+                          "write the value itself (secrets belong in the environment, not in a recipe)",
+                          path=shown, key=prefix or None)
+
+
 def _family_dir(family: str, study_dir: Path, shown: str, key_src: str) -> Path:
     roots = [study_dir, recipes_root()]
     for root in roots:
@@ -498,11 +625,11 @@ def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
     for item in overrides:
         if "=" not in item:
-            raise RecipeError(f"--set {item!r}: expected KEY=VALUE (e.g. train.learning_rate=5e-7)", path="--set")
+            raise RecipeError(f"--set {short(item)}: expected KEY=VALUE (e.g. train.learning_rate=5e-7)", path="--set")
         key, _, value = item.partition("=")
         key = key.strip()
         if not _KEY_RE.fullmatch(key):
-            raise RecipeError(f"--set {item!r}: bad key {key!r}; use dotted names like sizes.8b.train.learning_rate",
+            raise RecipeError(f"--set {short(item)}: bad key {short(key)}; use dotted names like sizes.8b.train.learning_rate",
                               path="--set")
         parts = key.split(".")
         if (parts[0] == "sizes" and len(parts) > 2 and parts[2] not in SECTIONS
@@ -515,11 +642,14 @@ def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
                               path="--set", key=key)
         if parts[0] == "include":
             raise RecipeError("include cannot be set from the command line; edit the recipe", path="--set", key=key)
+        if "${" in value:
+            raise RecipeError(f"'${{...}}' interpolation is not allowed (values are literal; got {short(value)}); "
+                              "write the value itself", path="--set", key=key)
         try:
             parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"{key}={value}"]), resolve=False)
         except Exception as err:  # omegaconf grammar errors: reported in one line
             reason = " ".join(str(err).split())[:160]
-            raise RecipeError(f"--set {item!r}: cannot parse the value ({reason})", path="--set", key=key) from None
+            raise RecipeError(f"--set {short(item)}: cannot parse the value ({reason})", path="--set", key=key) from None
         _merge(merged, parsed, {}, "--set")
     _check_keys(merged, RecipeFile, "", "--set")
     return merged
@@ -543,10 +673,13 @@ def load_profile(name_or_path: str, *, src: str = "study.profile") -> ClusterPro
         prof = _structured(ClusterProfile, data)
     except Exception as err:
         raise _omegaconf_error(err, {}, shown) from None
-    for key in ("gpus_per_node", "max_nodes", "max_time_min", "cpus_per_node", "mem_per_node_gb"):
+    for key in ("gpus_per_node", "max_nodes", "max_time_min", "cpus_per_node", "mem_per_node_gb", "array_parallelism"):
         minimum = 0 if key == "gpus_per_node" else 1
         if getattr(prof, key) < minimum:
             raise RecipeError(f"must be >= {minimum}, got {getattr(prof, key)}", path=shown, key=key)
+    for key in ("gpu_mem_gb", "gpu_tflops"):
+        if not math.isfinite(getattr(prof, key)) or getattr(prof, key) < 0:
+            raise RecipeError(f"must be a finite number >= 0, got {getattr(prof, key)}", path=shown, key=key)
     if not 0 <= prof.cpus_per_job <= prof.cpus_per_node:
         raise RecipeError(f"must be between 0 (the whole node) and cpus_per_node={prof.cpus_per_node}, "
                           f"got {prof.cpus_per_job}", path=shown, key="cpus_per_job")
@@ -560,6 +693,8 @@ def _omegaconf_error(err: Exception, prov: dict[str, str], default_src: str, pre
     """An omegaconf validation error -> a one-line RecipeError naming the file that set the key."""
     key = str(getattr(err, "full_key", "") or "")
     msg = str(getattr(err, "msg", "") or err).split("\n")[0].strip()
+    if len(msg) > 4 * ECHO_MAX:  # omegaconf echoes the offending value whole
+        msg = msg[: 4 * ECHO_MAX - 3] + "..."
     src = _source_of(key, prov, default_src) if key else default_src
     full = f"{prefix}{key}" if key else (prefix[:-1] or None)
     return RecipeError(f"{msg}; fix the value", path=src, key=full)
@@ -575,6 +710,13 @@ def _checks(size: str, s: SizeSettings, prov: dict[str, str], default_src: str) 
     budgets = s.eval.budgets
     if not budgets:
         raise fail("eval.budgets", "needs at least one budget in tokens, e.g. [2048, 4096, 8192]")
+    for key in ("budgets", "benchmarks"):
+        if len(getattr(s.eval, key)) > MAX_LIST_ITEMS:
+            raise fail(f"eval.{key}", f"{len(getattr(s.eval, key))} items; at most {MAX_LIST_ITEMS} (each one "
+                       "multiplies the work); split the study")
+    seen_b = [b for i, b in enumerate(s.eval.benchmarks) if b in s.eval.benchmarks[:i]]
+    if seen_b:
+        raise fail("eval.benchmarks", f"{short(seen_b[0])} is listed twice; list each benchmark once")
     if any(b <= 0 for b in budgets):
         raise fail("eval.budgets", f"budgets must be positive token counts, got {budgets}")
     if any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])):
@@ -614,6 +756,7 @@ def _checks(size: str, s: SizeSettings, prov: dict[str, str], default_src: str) 
     if lt is not None and t.rollout_limit is not None and lt > t.rollout_limit:
         raise fail("train.reward.target_length", f"L_T={lt} exceeds L_R=train.rollout_limit={t.rollout_limit}: "
                    "no rollout could be penalised; set target_length <= rollout_limit")
+    _check_values(s, fail)
     c = s.curate
     if not 0 <= c.min_pass_rate < c.max_pass_rate <= 1:
         raise fail("curate.min_pass_rate", f"need 0 <= min_pass_rate < max_pass_rate <= 1, got "
@@ -637,6 +780,70 @@ def _checks(size: str, s: SizeSettings, prov: dict[str, str], default_src: str) 
                 raise fail(f"resources.{stage}.{f.name}", f"must be a positive integer, got {v} (or null for the rule)")
 
 
+def _walk_floats(obj: Any, prefix: str) -> typing.Iterator[tuple[str, float]]:
+    """(dotted key, value) of every float leaf of a settings dataclass (dicts included)."""
+    items = ([(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj)
+             else list(obj.items()) if isinstance(obj, dict) else [])
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, float):
+            yield key, v
+        elif dataclasses.is_dataclass(v) or isinstance(v, dict):
+            yield from _walk_floats(v, key)
+
+
+def _check_values(s: SizeSettings, fail: Any) -> None:
+    """Ranges and names that only the job would otherwise refuse (issue 14 item 5, issue 16 item 9):
+    every float finite; counts, steps and batch sizes positive; limits null or positive; the
+    string settings TRL and rewards.py read are known names."""
+    for key, v in _walk_floats(s, ""):
+        if not math.isfinite(v):
+            raise fail(key, f"must be a finite number, got {v}")
+    at_least = {  # key -> minimum (None-able keys are skipped when None)
+        "train.save_steps": 1, "train.logging_steps": 1, "train.lora_rank": 1, "train.lora_alpha": 1,
+        "train.max_prompt_length": 1, "train.top_k": 0, "train.dataset.max_rows": 1,
+        "train.reward.overlong_cache": 0, "train.reward.l1_min_target": 1, "train.reward.l1_max_target": 1,
+        "sft.batch_size": 1, "sft.max_length": 1, "sft.dataset.max_rows": 1,
+        "eval.batch_size": 1, "eval.chunk_requests": 1, "eval.answer_tokens": 1, "eval.top_k": 0,
+        "eval.max_problems": 1, "eval.min_thinking_tokens": 0, "eval.max_waits": 0, "eval.max_thinking_tokens": 1,
+        "curate.max_tokens": 1, "curate.max_prompts": 1,
+    }
+    notes = {"train.top_k": " (0 = off)", "eval.top_k": " (0 = off)", "eval.max_problems": " (or null for every problem)",
+             "train.dataset.max_rows": " (or null for every row)", "sft.dataset.max_rows": " (or null for every row)"}
+    for key, minimum in at_least.items():
+        v = _get_path(s, key)
+        if v is not None and v < minimum:
+            raise fail(key, f"must be >= {minimum}{notes.get(key, '')}, got {v}")
+    positive = ("train.reward.grade_timeout_s", "eval.grade_timeout_s", "sft.epochs", "sft.learning_rate",
+                "eval.stop_gamma", "eval.stop_tau")
+    for key in positive:
+        v = _get_path(s, key)
+        if v is not None and not v > 0:
+            raise fail(key, f"must be > 0, got {v}")
+    for key in ("train.beta", "train.epsilon", "train.epsilon_high", "train.reward.alpha", "train.reward.l1_alpha"):
+        v = _get_path(s, key)
+        if v < 0:
+            raise fail(key, f"must be >= 0, got {v}")
+    if not 0 <= s.train.warmup_ratio <= 1:
+        raise fail("train.warmup_ratio", f"must be in [0, 1], got {s.train.warmup_ratio}")
+    if s.sft.max_steps != -1 and s.sft.max_steps < 1:
+        raise fail("sft.max_steps", f"must be >= 1, or -1 for epochs, got {s.sft.max_steps}")
+    names = (("train.scale_rewards", s.train.scale_rewards, SCALE_REWARDS),
+             ("train.reward.length_penalty", s.train.reward.length_penalty, LENGTH_PENALTIES))
+    for key, v, known in names:
+        if v not in known:
+            raise fail(key, f"unknown value {short(v)}; use one of {', '.join(known)}")
+    for r in s.train.report_to:
+        if r not in REPORT_TO:
+            raise fail("train.report_to", f"unknown logger {short(r)}{_did_you_mean(str(r), REPORT_TO)}")
+
+
+def _get_path(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _check_benchmarks(names: list[str], fail: Any) -> None:
     try:
         from .benchmarks import known_benchmarks
@@ -644,7 +851,20 @@ def _check_benchmarks(names: list[str], fail: Any) -> None:
         return
     known = known_benchmarks()
     for b in names:
-        if b in known or b.endswith((".jsonl", ".json", ".parquet", ".yaml", ".yml")):
+        if b in known or b.endswith((".yaml", ".yml")):  # a benchmark YAML: check it as the job will
+            from .benchmarks import load_benchmark
+
+            load_benchmark(b)
+            continue
+        if b.endswith((".jsonl", ".json", ".parquet")):
+            continue
+        if b.startswith("task://"):  # a generated set (scaling.task), as load_benchmark accepts
+            from .task import parse_task_uri
+
+            try:
+                parse_task_uri(b)
+            except RecipeError as err:
+                raise fail(err.reason) from None
             continue
         raise fail(f"unknown benchmark {b!r}{_did_you_mean(b, known)}; add recipes/benchmarks/{b}.yaml")
 
@@ -688,9 +908,15 @@ def load_study(
     src_of = lambda key: shown_of.get(_source_of(key, prov, top.prov), top.shown)  # noqa: E731
     if not st.name:
         raise RecipeError("missing study name; add study: {name: my-study, ...}", path=top.shown, key="study.name")
-    if not _NAME_RE.fullmatch(st.name):
-        raise RecipeError(f"study name {st.name!r} must match [a-z0-9_-]+ (it names runs/<study>/)",
-                          path=src_of("study.name"), key="study.name")
+    if len(st.name) > MAX_STUDY_NAME:
+        raise RecipeError(f"is {len(st.name)} characters; use at most {MAX_STUDY_NAME} (it names runs/<study>/ "
+                          "and every scheduler job)", path=src_of("study.name"), key="study.name")
+    if not _NAME_RE.fullmatch(st.name) or not st.name.strip("-_"):
+        raise RecipeError(f"study name {short(st.name)} must match [a-z0-9_-]+ with at least one letter or digit "
+                          "(it names runs/<study>/)", path=src_of("study.name"), key="study.name")
+    if not 0 <= st.seed <= MAX_SEED:
+        raise RecipeError(f"must be between 0 and {MAX_SEED} (numpy and transformers seed with 32 bits), "
+                          f"got {short(st.seed)}", path=src_of("study.seed"), key="study.seed")
     if not st.family:
         raise RecipeError("missing family; add study: {family: qwen3} (a folder under recipes/families/)",
                           path=top.shown, key="study.family")
@@ -708,6 +934,8 @@ def load_study(
             raise RecipeError(f"size {k} is listed twice", path=src_of("study.sizes"), key="study.sizes")
         study_sizes.append(k)
     selected = study_sizes
+    if sizes is not None and not sizes:
+        raise RecipeError(f"no size given; list sizes separated by commas, e.g. --sizes {study_sizes[0]}", path="--sizes")
     if sizes:
         wanted = [size_key(s) for s in sizes]
         for w, raw in zip(wanted, sizes):

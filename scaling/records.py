@@ -575,11 +575,54 @@ def check_schema(metadata: dict[bytes, bytes] | None, cls: type, path: str) -> N
         )
 
 
+def check_column_types(table: Any, cls: type, path: str) -> Any:
+    """Refuse (RecordError naming the file and column) a records table whose columns cannot be
+    cast to the record's types (a hand-edited or foreign file: ``response_tokens`` as text), so
+    aggregation never fails deep inside pyarrow. Returns the table unchanged."""
+    import pyarrow as pa
+
+    from .errors import RecordError, short
+
+    expected = arrow_schema(cls)
+    for name in table.column_names:
+        if name not in expected.names:
+            continue
+        want, col = expected.field(name).type, table.column(name)
+        got = col.type
+        if got == want or (pa.types.is_dictionary(got) and got.value_type == want):
+            continue
+        try:
+            col.cast(want)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError, ValueError) as err:
+            raise RecordError(f"{path}: column {name!r} is {got} where {cls.__name__} has {want} and cannot be "
+                              f"converted ({short(' '.join(str(err).split()), 120)}); rerun the job that wrote it, "
+                              "or remove its DONE marker and `scaling resume`") from None
+    return table
+
+
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Rebuild a (possibly nested) YAML-facing dataclass from plain data, through omegaconf's
-    structured validation (so run.yaml is checked exactly like a recipe)."""
+    structured validation (so run.yaml is checked exactly like a recipe).
+
+    Values are literal: a ``${...}`` string (which omegaconf would resolve, e.g. to an
+    environment variable) is refused, so a hand-edited run.yaml cannot pull a secret into a job's
+    outputs. Recipes refuse it at ``scaling check`` already."""
     from omegaconf import OmegaConf
 
+    from .errors import RecordError
+
+    def scan(v: Any, key: str) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                scan(x, f"{key}.{k}" if key else str(k))
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                scan(x, key)
+        elif isinstance(v, str) and "${" in v:
+            raise RecordError(f"{cls.__name__}: {key}: '${{...}}' interpolation is not allowed (values are literal); "
+                              "re-plan the study with `scaling launch`")
+
+    scan(data, "")
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), data))
 
 

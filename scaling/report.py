@@ -1,25 +1,26 @@
-"""`scaling report STUDY [STUDY ...]`: metrics, trend fits, training phases -> report.md + report.html.
+"""`scaling report STUDY [STUDY ...]`: analyses -> one document -> report.md + report.html.
 
     scaling report qwen3-ladder                       # runs/qwen3-ladder/report/report.{md,html}
     scaling report runs/a runs/b -o cmp/              # two studies on the same axes
     scaling report qwen3-ladder --predict 70b --params total
+    scaling report art-paper --reference recipes/references/art-aime25.yaml
 
-Pipeline per study: collect (marked outputs only) -> compute_metrics (bootstrap over problems)
--> size_points -> fit_trends -> split_phases + find_alerts; then one renderer writes the same
-content twice: ``report.md`` (figures as PNG files under ``figures/``) and a self-contained
-``report.html`` (figures embedded as base64 data URIs, inline CSS, no script, no external asset).
-Every file is written atomically. docs/reports.md explains every number and plot.
-Departure from the papers: they report single numbers per model; we add intervals, trends
-against size and the phase rule, all defined in docs/reports.md.
-This is the only module that imports matplotlib (lazily, Agg backend).
+Data flow: ``analyse.analyse`` (collect -> metrics -> fits -> headline effects -> phases/alerts ->
+reference) -> ``figures`` (matplotlib, PNG) -> here: ``_build`` turns the analyses into one
+document (a list of ``_Block``: headings, paragraphs, tables, figures, folded details) that two
+jinja2 templates render: ``scaling/templates/report.html.j2`` (self-contained page: figures as
+base64 data URIs, CSS inline, no script) and ``report.md.j2`` (figures as ``figures/*.png``).
+Copy the templates elsewhere and set ``SCALING_REPORT_TEMPLATES=<dir>`` to restyle a report.
+Every file is written atomically. docs/reports.md explains every section and number.
+
+Units everywhere: accuracies in percent, accuracy changes in points (``+11.2 pt``), length changes
+in percent (``-40.3%``, negative = shorter), lengths in tokens. One label per size (the family's).
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,121 +29,44 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .records import Alert, PhaseSplit, TrendFit
-
-FIT_METRICS = (
-    "accuracy",
-    "pass_at_k",
-    "tokens_mean",
-    "truncated_frac",
-    "accuracy_per_1k_tokens",
-    "accuracy_auc",
-    "accuracy_change",
-    "length_reduction_frac",
+from .analyse import (  # noqa: F401  (re-exported: the public names of the report pipeline)
+    EFFECTS,
+    FIT_METRICS,
+    HEADLINE,
+    EffectTrend,
+    StudyAnalysis,
+    analyse,
+    variant_name,
 )
-HEADLINE = ("accuracy", "tokens_mean", "accuracy_auc", "accuracy_change", "length_reduction_frac")
-_STYLES = ["-", "--", ":", "-."]
-_MARKERS = ["o", "s", "^", "D"]
+from .records import TrendFit
 
 
 def _log(msg: str) -> None:
     print(f"report: {msg}", file=sys.stderr, flush=True)
 
 
-@dataclass
-class StudyAnalysis:
-    """Everything the report shows about one study."""
-
-    name: str
-    path: Path
-    study: Any  # collect.StudyRecords
-    ms: Any  # metrics.MetricSet
-    fits: list[TrendFit]
-    phases: list[PhaseSplit]
-    alerts: list[Alert]
-    convention: str
-    failures: list[str] = field(default_factory=list)
-    predictions: list[tuple[str, TrendFit, tuple[float, float, float]]] = field(default_factory=list)
-
-    def fit(self, metric: str, arm: str, bench: str, budget: int) -> TrendFit | None:
-        for f in self.fits:
-            if (f.metric, f.arm, f.benchmark, f.budget_tokens) == (metric, arm, bench, budget):
-                return f
-        return None
-
-    @property
-    def base(self) -> str:
-        return "base" if "base" in self.ms.checkpoints else self.ms.checkpoints[0]
-
-    @property
-    def arms(self) -> list[str]:
-        return [self.base] + [c for c in self.ms.checkpoints if c != self.base]
-
-
-def analyse(
-    study: str | Path,
-    *,
-    runs_dir: str | Path = "runs",
-    convention: str = "active",
-    predict: Sequence[str] = (),
-    n_boot: int = 1000,
-    level: float = 0.95,
-    progress: bool = True,
-) -> StudyAnalysis:
-    """collect -> metrics -> fits -> phases/alerts for one study."""
-    from .collect import collect
-    from .fit import fit_trends, parse_size, predict as fit_predict
-    from .metrics import METRIC_COLUMNS, compute_metrics, size_points
-    from .signals import find_alerts, split_phases
-
-    t0 = time.perf_counter()
-    st = collect(study, runs_dir=runs_dir, columns=METRIC_COLUMNS, progress=progress)
-    if st.records.num_rows == 0:
-        from .errors import RecordError
-
-        raise RecordError(
-            f"{st.path}: no evaluation records with a DONE marker ({len(st.skipped)} unfinished outputs); "
-            f"run `scaling status {st.name}` and `scaling resume {st.name}`"
-        )
-    ms = compute_metrics(st.records, n_boot=n_boot, level=level, progress=progress)
-    if progress:
-        _log(f"{st.name}: metrics for {len(ms.metrics)} groups ({time.perf_counter() - t0:.1f} s)")
-    pts = size_points(ms, st.sizes, convention=convention, metrics=FIT_METRICS)
-    failures: list[str] = []
-    fits = fit_trends(pts, metrics=FIT_METRICS, level=level, failures=failures)
-    if progress:
-        _log(f"{st.name}: {len(fits)} trend fits, {len(failures)} skipped ({time.perf_counter() - t0:.1f} s)")
-    phases = split_phases(st.signals)
-    alerts = find_alerts(ms, st.signals, phases)
-    for s in st.skipped:
-        alerts.append(Alert(kind="missing", message=f"{s}: no DONE marker; not included (run `scaling resume {st.name}`)"))
-    an = StudyAnalysis(
-        name=st.name, path=st.path, study=st, ms=ms, fits=fits, phases=phases, alerts=alerts,
-        convention=convention, failures=failures,
-    )
-    for text in predict:
-        n = parse_size(text, convention)
-        for f in fits:
-            if f.metric in HEADLINE:
-                an.predictions.append((text, f, fit_predict(f, n)))
-    return an
-
-
-# ------------------------------------------------------------------------ content blocks
+# ------------------------------------------------------------------------ document model
 @dataclass
 class _Block:
     kind: str  # h1 | h2 | h3 | p | ul | table | img | details
-    text: str = ""
+    text: str = ""  # heading, paragraph, caption, summary line
     rows: list[list[str]] = field(default_factory=list)
     header: list[str] = field(default_factory=list)
     items: list[str] = field(default_factory=list)
     png: bytes = b""
-    name: str = ""
+    name: str = ""  # figure file name / HTML id of a heading or table
+    alt: str = ""  # figure alt text (names every point)
+    cls: str = ""  # CSS class (p: "lead" | "note")
     children: list["_Block"] = field(default_factory=list)
 
 
+# ---------------------------------------------------------------------------- formatting
+def _finite(v: Any) -> bool:
+    return v is not None and isinstance(v, (int, float, np.floating)) and math.isfinite(v)
+
+
 def _fmt(v: float, digits: int = 3) -> str:
-    if v is None or not np.isfinite(v):
+    if not _finite(v):
         return "–"
     if abs(v) >= 1000:
         return f"{v:,.0f}"
@@ -151,333 +75,473 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 def _g(v: float) -> str:
     """Four significant digits (errors whose scale depends on the metric)."""
-    return f"{v:.4g}" if v is not None and np.isfinite(v) else "–"
+    return f"{v:.4g}" if _finite(v) else "–"
 
 
 def _ci(v: float, lo: float, hi: float, digits: int = 3) -> str:
-    if not np.isfinite(lo) or not np.isfinite(hi):
+    if not _finite(lo) or not _finite(hi):
         return _fmt(v, digits)
     return f"{_fmt(v, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
+
+
+def _pct(v: float, digits: int = 1) -> str:
+    """An accuracy (fraction) in percent: 0.1333 -> 13.3%."""
+    return f"{100 * v:.{digits}f}%" if _finite(v) else "–"
+
+
+def _signed(v: float, unit: str, digits: int = 1) -> str:
+    if _finite(v) and round(v, digits) == 0:
+        v = 0.0  # no "−0.0"
+    return f"{v:+.{digits}f}{'' if unit == '%' else ' '}{unit}".replace("-", "−") if _finite(v) else "–"
+
+
+def _signed_ci(e: Any, unit: str, scale: float = 100.0) -> str:
+    """A change with its interval: +11.2 pt [+5.1, +17.0]."""
+    if e is None or not _finite(e.value):
+        return "–"
+    s = _signed(e.value * scale, unit)
+    if _finite(e.lo) and _finite(e.hi):
+        s += f" [{e.lo * scale:+.1f}, {e.hi * scale:+.1f}]".replace("-", "−")
+    return s
+
+
+def _tokens(v: float) -> str:
+    return f"{v:,.0f}" if _finite(v) else "–"
 
 
 def _params_label(n: float) -> str:
     return f"{n / 1e9:.3g}B" if n >= 1e8 else f"{n / 1e6:.3g}M"
 
 
-# ------------------------------------------------------------------------------- figures
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def _kilo() -> Any:
-    from matplotlib.ticker import FuncFormatter
-
-    return FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0")
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _plt().close(fig)
-    return buf.getvalue()
+# metric -> (display unit, scale): fractions of accuracy in points, lengths in tokens
+_UNITS = {
+    "accuracy": ("pt", 100.0), "pass_at_k": ("pt", 100.0), "accuracy_auc": ("pt", 100.0), "accuracy_change": ("pt", 100.0),
+    "truncated_frac": ("pt", 100.0), "length_change_frac": ("%", 100.0), "length_reduction_frac": ("%", 100.0),
+    "tokens_mean": ("tokens", 1.0), "tokens_median": ("tokens", 1.0), "accuracy_per_1k_tokens": ("per 1k tokens", 1.0),
+}
 
 
-def _fig_accuracy_vs_budget(ans: list[StudyAnalysis], bench: str) -> bytes:
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(ans), figsize=(6.5 * len(ans), 4.2), sharey=True, squeeze=False)
-    for ax, an in zip(axes[0], ans):
-        sizes = [s for s in an.study.size_order() if any(m.size == s and m.benchmark == bench for m in an.ms.metrics)]
-        cmap = plt.get_cmap("viridis")
-        for i, size in enumerate(sizes):
-            color = cmap(i / max(1, len(sizes) - 1))
-            for j, arm in enumerate(an.arms):
-                rows = sorted(
-                    (m for m in an.ms.metrics if m.size == size and m.checkpoint == arm and m.benchmark == bench),
-                    key=lambda m: m.budget_tokens,
-                )
-                if not rows:
-                    continue
-                b = [m.budget_tokens for m in rows]
-                ax.plot(b, [m.accuracy for m in rows], _STYLES[j % 4], marker=_MARKERS[j % 4], color=color, ms=4,
-                        label=f"{an.study.sizes[size].label if size in an.study.sizes else size} {arm}")
-                ax.fill_between(b, [m.accuracy_lo for m in rows], [m.accuracy_hi for m in rows], color=color, alpha=0.12)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("budget (tokens)")
-        ax.set_title(f"{an.name}: {bench}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
-    axes[0][0].set_ylabel("accuracy (mean@k)")
-    return _png(fig)
+# -------------------------------------------------------------------------- the headline
+def _slope_text(et: EffectTrend, unit: str, scale: float) -> str:
+    f = et.fit
+    if f is None:
+        return ""
+    s, lo, hi = (f.coef["slope_per_decade"] * scale, f.coef_lo["slope_per_decade"] * scale, f.coef_hi["slope_per_decade"] * scale)
+    return f"{_signed(s, unit)} per 10× params [{lo:+.1f}, {hi:+.1f}]".replace("-", "−")
 
 
-def _fig_size_trends(ans: list[StudyAnalysis], bench: str, predict: Sequence[str]) -> bytes:
-    from .fit import parse_size, predict as fit_predict, trend_curve
+def _verdict_cell(et: EffectTrend | None, unit: str, scale: float) -> str:
+    if et is None:
+        return "–"
+    if et.verdict == "not fitted":
+        return f"not fitted ({et.reason})"
+    if et.verdict == "no trend":
+        return f"no trend ({et.reason})"
+    word = {"grows": "grows with size", "shrinks": "shrinks with size", "unsure": "direction unsure"}[et.verdict]
+    f = et.fit
+    loso = f", LOSO {f.loso_error * scale:.1f} {unit}" if f is not None and _finite(f.loso_error) else ""
+    return f"{word}: {_slope_text(et, unit, scale)}; R² {f.r2:.2f}{loso}, {len(f.points)} sizes"
 
-    plt = _plt()
-    panels = [("accuracy", "accuracy at largest budget"), ("tokens_mean", "mean length (tokens) at largest budget"),
-              ("accuracy_auc", "accuracy AUC over log2 budget")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.0), squeeze=False)
-    for ax, (metric, title) in zip(axes[0], panels):
-        for si, an in enumerate(ans):
-            conv = an.convention
-            budgets = an.ms.budgets.get(bench, [])
-            if not budgets:
+
+def _verdict_table(an: StudyAnalysis) -> _Block:
+    multi_arm = len(an.effect_arms) > 1
+    header = ["benchmark"] + (["variant (sizes)"] if an.mixed else []) + (["trained"] if multi_arm else []) + [
+        f"{name} ({unit}) vs size" for _, name, unit, _ in EFFECTS]
+    rows = []
+    for bench in an.ms.benchmarks:
+        for arm in an.effect_arms:
+            for variant, sizes in an.variants.items():
+                cells = []
+                for metric, _name, unit, scale in EFFECTS:
+                    et = next((e for e in an.headline if (e.benchmark, e.arm, e.metric, e.variant) == (bench, arm, metric, variant)), None)
+                    cells.append(_verdict_cell(et, unit, scale))
+                row = [f"{bench} ({an.ms.budgets[bench][-1]:,} tokens)"]
+                if an.mixed:
+                    row.append(f"{variant_name(variant)}: {', '.join(an.label(s) for s in sizes)}")
+                if multi_arm:
+                    row.append(arm.split("_vs_")[0])
+                rows.append(row + cells)
+    return _Block("table", header=header, rows=rows, name="verdict")
+
+
+def _ref_effects(an: StudyAnalysis, bench: str, arm: str) -> dict[tuple[str, str], Any]:
+    """(size, our metric) -> RefRow for the two effects (reference or derived from it)."""
+    from .analyse import REF_METRICS
+
+    out = {}
+    for r in an.reference:
+        if r.entry.benchmark == bench and r.entry.metric in ("length_change", "accuracy_change") \
+                and f"{r.entry.checkpoint}_vs_{an.base}" == arm:
+            out[(r.size, REF_METRICS[r.entry.metric][0])] = r
+    return out
+
+
+def _headline_table(an: StudyAnalysis, bench: str, arm: str, index: int) -> _Block:
+    bud = an.ms.budgets[bench][-1]
+    ckpt = arm.split("_vs_")[0]
+    base = an.base
+    refs = _ref_effects(an, bench, arm)
+    header = ["size"] + (["variant"] if an.mixed else []) + [
+        "params total", "params active", f"length {base} → {ckpt} (tokens)", "length change",
+        f"accuracy {base} → {ckpt}", "accuracy change", f"truncated {base} → {ckpt}"]
+    if refs:
+        header += ["measured − reference"]
+    rows = []
+    for s in an.sizes():
+        g = lambda a, m: an.ms.get(s, a, bench, bud, m)  # noqa: E731
+        if g(base, "accuracy") is None and g(ckpt, "accuracy") is None:
+            continue
+        facts = an.study.sizes.get(s)
+        lb, lt = g(base, "tokens_mean"), g(ckpt, "tokens_mean")
+        ab, at = g(base, "accuracy"), g(ckpt, "accuracy")
+        tb, tt = g(base, "truncated_frac"), g(ckpt, "truncated_frac")
+        row = [an.label(s)] + ([variant_name(facts.variant) if facts else ""] if an.mixed else []) + [
+            _params_label(facts.params_total) if facts else "?", _params_label(facts.params_active) if facts else "?",
+            f"{_tokens(lb.value if lb else None)} → {_tokens(lt.value if lt else None)}",
+            _signed_ci(g(arm, "length_change_frac"), "%"),
+            f"{_pct(ab.value if ab else None)} → {_pct(at.value if at else None)}",
+            _signed_ci(g(arm, "accuracy_change"), "pt"),
+            f"{_pct(tb.value if tb else None, 0)} → {_pct(tt.value if tt else None, 0)}",
+        ]
+        if refs:
+            parts = []
+            for metric, short, unit in (("length_change_frac", "length", "%"), ("accuracy_change", "accuracy", "pt")):
+                r = refs.get((s, metric))
+                if r is not None:
+                    parts.append(f"{short} {_signed(r.diff, unit)} (ref {_signed(r.entry.value, unit)})")
+            row.append("; ".join(parts) or "–")
+        rows.append(row)
+    return _Block("table", header=header, rows=rows, name="headline" if index == 0 else f"headline-{index}")
+
+
+def _headline_alt(an: StudyAnalysis, bench: str) -> str:
+    """Alt text of the headline figure: every point by label, every trend with its verdict."""
+    bud = an.ms.budgets[bench][-1]
+    parts = [f"{bench} at {bud} tokens, trained vs base against {an.convention} parameters."]
+    for arm in an.effect_arms:
+        pts = []
+        for s in an.sizes():
+            lc, ac = an.ms.get(s, arm, bench, bud, "length_change_frac"), an.ms.get(s, arm, bench, bud, "accuracy_change")
+            if lc is None and ac is None:
                 continue
-            bud = 0 if metric == "accuracy_auc" else budgets[-1]
-            pred_n = [parse_size(p, conv) for p in predict]
-            for j, arm in enumerate(an.arms):
-                color = f"C{j + 2 * si}"
-                pts = [(an.study.sizes[s].params(conv), an.ms.get(s, arm, bench, bud, metric)) for s in an.study.size_order()
-                       if s in an.study.sizes]
-                pts = [(n, e) for n, e in pts if e is not None]
-                if not pts:
-                    continue
-                x = np.array([n for n, _ in pts], dtype=float)
-                y = np.array([e.value for _, e in pts])
-                lo = np.array([e.lo for _, e in pts])
-                hi = np.array([e.hi for _, e in pts])
-                yerr = np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)])
-                tag = f"{an.name} {arm}" if len(ans) > 1 else arm
-                ax.errorbar(x, y, yerr=yerr, fmt=_MARKERS[si % 4], color=color, ms=5, capsize=3, label=tag)
-                f = an.fit(metric, arm, bench, bud)
-                if f is None:
-                    continue
-                grid = np.geomspace(min(x.min(), *pred_n) / 1.3 if pred_n else x.min() / 1.3,
-                                    max(x.max(), *pred_n) * 1.3 if pred_n else x.max() * 1.3, 80)
-                v, blo, bhi = trend_curve(f, grid)
-                ax.plot(grid, v, _STYLES[si % 4], color=color, lw=1.2, label=f"{tag} fit ({f.form}, R²={f.r2:.2f})")
-                ax.fill_between(grid, blo, bhi, color=color, alpha=0.15)
-                for p, n in zip(predict, pred_n):
-                    pv, plo, phi = fit_predict(f, n)
-                    ax.errorbar([n], [pv], yerr=[[pv - plo], [phi - pv]], fmt="*", color=color, ms=10, capsize=4)
-                    if si == 0 and j == 0:
-                        ax.annotate(p, (n, pv), textcoords="offset points", xytext=(5, 5), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel(f"parameters ({ans[0].convention})")
-        ax.set_title(f"{bench}: {title}", fontsize=9)
-        ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=6)
-    return _png(fig)
+            v = f" ({variant_name(an.study.sizes[s].variant)})" if an.mixed else ""
+            pts.append(f"{an.label(s)}{v}: length {_signed(lc.value * 100 if lc else None, '%')}, "
+                       f"accuracy {_signed(ac.value * 100 if ac else None, 'pt')}")
+        parts.append("Points: " + "; ".join(pts) + ".")
+        for et in an.headline:
+            if (et.benchmark, et.arm) == (bench, arm):
+                _, name, unit, scale = next(e for e in EFFECTS if e[0] == et.metric)
+                v = f"{variant_name(et.variant)} " if an.mixed else ""
+                parts.append(f"{v}{name}: {_verdict_cell(et, unit, scale)}.")
+                for text, _n, pv, plo, phi in et.predictions:
+                    parts.append(f"{text} (predicted): {_signed(pv * scale, unit)} "
+                                 + f"[{plo * scale:+.1f}, {phi * scale:+.1f}].".replace("-", "−"))
+    if an.reference:
+        parts.append("Crosses: reference numbers from " + Path(an.reference_file).name + ".")
+    return " ".join(parts)
 
 
-def _fig_lengths(an: StudyAnalysis, bench: str) -> bytes:
-    plt = _plt()
-    budgets = an.ms.budgets.get(bench, [])
-    bud = budgets[-1] if budgets else 0
-    sizes = [s for s in an.study.size_order() if any((s, a, bench, bud) in an.ms.histograms for a in an.arms)]
-    cols = min(4, max(1, len(sizes)))
-    rows = max(1, math.ceil(len(sizes) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False, layout="constrained")
-    for ax in axes.ravel()[len(sizes):]:
-        ax.axis("off")
-    for ax, size in zip(axes.ravel(), sizes):
-        for j, arm in enumerate(an.arms):
-            h = an.ms.histograms.get((size, arm, bench, bud))
-            if h is None:
-                continue
-            centers = (h.edges[:-1] + h.edges[1:]) / 2
-            ax.step(centers, h.correct, where="mid", ls=_STYLES[j % 4], color="tab:green", label=f"{arm} correct")
-            ax.step(centers, h.incorrect, where="mid", ls=_STYLES[j % 4], color="tab:red", label=f"{arm} incorrect")
-        label = an.study.sizes[size].label if size in an.study.sizes else size
-        ax.set_title(f"{label}", fontsize=9)
-        ax.set_xlabel("response tokens", fontsize=8)
-        ax.xaxis.set_major_formatter(_kilo())
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-    fig.suptitle(f"{an.name}: {bench}, length distribution at budget {bud} by correctness", fontsize=10)
-    return _png(fig)
+def _variant_sentence(an: StudyAnalysis) -> str:
+    if not an.mixed:
+        return ""
+    parts = []
+    for v, sizes in an.variants.items():
+        n = len({an.study.sizes[s].params(an.convention) for s in sizes})
+        parts.append(f"{variant_name(v)} ({len(sizes)} size{'s' if len(sizes) > 1 else ''}"
+                     + ("" if n >= 3 else ", not fitted: a trend needs 3") + ")")
+    return ("This study mixes variants (thinking mode from plan.json); each is fitted separately: " + ", ".join(parts)
+            + ". Markers: circle hybrid, triangle Thinking, square Instruct.")
 
 
-def _fig_training(an: StudyAnalysis) -> bytes:
-    plt = _plt()
-    from .signals import _columns
+def _reference_blocks(an: StudyAnalysis) -> list[_Block]:
+    if not an.reference_file:
+        return []
+    from .analyse import REF_METRICS
 
-    c = _columns(an.study.signals)
-    order = {s: i for i, s in enumerate(an.study.size_order())}
-    runs = sorted(dict.fromkeys(c["run_id"].tolist()), key=lambda r: (order.get(str(r).split("/")[0], len(order)), str(r)))
-    cols = min(4, max(1, len(runs)))
-    rows = max(1, math.ceil(len(runs) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.1 * rows), squeeze=False, layout="constrained")
-    for ax in axes.ravel()[len(runs):]:
-        ax.axis("off")
-    phases = {p.run_id: p for p in an.phases}
-    for ax, run in zip(axes.ravel(), runs):
-        m = c["run_id"] == run
-        o = np.argsort(c["step"][m])
-        step = c["step"][m][o]
-        ax.plot(step, c["tokens_mean"][m][o], color="tab:blue", lw=1, label="mean length")
-        ax.plot(step, c["tokens_correct_mean"][m][o], color="tab:green", lw=0.8, alpha=0.7, label="correct length")
-        ax.plot(step, c["tokens_incorrect_mean"][m][o], color="tab:red", lw=0.8, alpha=0.7, label="incorrect length")
-        ax.set_ylabel("tokens", fontsize=8)
-        ax2 = ax.twinx()
-        ax2.plot(step, c["reward_mean"][m][o], color="tab:orange", lw=1, label="reward")
-        ax2.plot(step, c["truncated_frac"][m][o], color="tab:gray", lw=1, ls=":", label="truncated frac")
-        ax2.set_ylim(-0.02, 1.02)
-        ph = phases.get(run)
-        if ph is not None and ph.transition_step >= 0:
-            ax.axvline(ph.transition_step, color="black", ls="--", lw=1)
-            ax.annotate(f"transition {ph.transition_step}", (ph.transition_step, ax.get_ylim()[1]),
-                        fontsize=7, va="top", ha="left", xytext=(3, -3), textcoords="offset points")
-        ax.set_title(str(run), fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax2.tick_params(labelsize=7)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=5, loc="center right")
-    fig.suptitle(f"{an.name}: training curves (dashed line: detected phase transition)", fontsize=10)
-    return _png(fig)
+    rows = []
+    order = {s: i for i, s in enumerate(an.sizes())}
+    for r in sorted(an.reference, key=lambda r: (r.entry.benchmark, order.get(r.size, 99), r.entry.metric, r.entry.checkpoint)):
+        unit = REF_METRICS[r.entry.metric][1]
+        fmt = (lambda v: _tokens(v)) if unit == "tokens" else (lambda v: f"{v:.2f}" if _finite(v) else "–")
+        rows.append([an.label(r.size), r.entry.benchmark, f"{r.budget:,}", r.entry.metric, r.entry.checkpoint,
+                     fmt(r.measured), fmt(r.entry.value) + (f" (±{r.entry.precision / 2:g})" if r.entry.precision else ""), (f"{r.diff:+,.0f}" if unit == "tokens" else f"{r.diff:+.2f}") if _finite(r.diff) else "–",
+                     unit, r.entry.source])
+    worst: dict[str, float] = {}
+    for r in an.reference:
+        if _finite(r.diff):
+            u = REF_METRICS[r.entry.metric][1]
+            worst[f"{r.entry.metric} ({u})"] = max(worst.get(f"{r.entry.metric} ({u})", 0.0), abs(r.diff))
+    shown = an.reference_file
+    try:
+        shown = str(Path(shown).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        pass
+    text = (f"Reference: {shown} ({len(an.reference)} numbers matched). Largest |measured − reference|: "
+            + (", ".join(f"{k} {v:.2f}" for k, v in worst.items()) or "none") + ".")
+    blocks = [_Block("p", text=text, cls="note")]
+    blocks += [_Block("p", text=n, cls="note") for n in an.reference_notes]
+    blocks.append(_Block("details", text=f"Measured vs reference, every number ({len(rows)})", children=[
+        _Block("table", header=["size", "benchmark", "budget", "metric", "checkpoint", "measured", "reference",
+                                "measured − reference", "unit", "source"], rows=rows, name="reference")]))
+    return blocks
 
 
-# ------------------------------------------------------------------------------- content
+# ------------------------------------------------------------------------ other sections
 def _summary_table(an: StudyAnalysis, bench: str) -> _Block:
-    budgets = an.ms.budgets.get(bench, [])
-    bud = budgets[-1]
+    bud = an.ms.budgets[bench][-1]
     base = an.base
     others = [a for a in an.arms if a != base]
-    header = ["size", f"params ({an.convention})", f"acc {base}"]
+    header = ["size", "params total", "params active", f"accuracy {base}"]
     for o in others:
-        header += [f"acc {o}", f"Δacc {o}"]
-    header += [f"tokens {base}"]
+        header += [f"accuracy {o}", f"accuracy change {o}"]
+    header += [f"pass@k {a}" for a in an.arms] + [f"length {base} (tokens)"]
     for o in others:
-        header += [f"tokens {o}", f"length reduction {o}"]
+        header += [f"length {o}", f"length change {o}"]
     header += [f"AUC {a}" for a in an.arms] + [f"truncated {a}" for a in an.arms]
     rows = []
-    for s in an.study.size_order():
+    for s in an.sizes():
         g = lambda arm, metric, b=bud: an.ms.get(s, arm, bench, b, metric)  # noqa: E731
         if g(base, "accuracy") is None and not any(g(o, "accuracy") for o in others):
             continue
         facts = an.study.sizes.get(s)
-        row = [facts.label if facts else s, _params_label(facts.params(an.convention)) if facts else "?"]
 
-        def cell(e: Any, d: int = 3) -> str:
-            return _ci(e.value, e.lo, e.hi, d) if e is not None else "–"
+        def acc(e: Any) -> str:
+            return f"{_pct(e.value)} [{100 * e.lo:.1f}, {100 * e.hi:.1f}]" if e is not None and _finite(e.lo) else \
+                (_pct(e.value) if e is not None else "–")
 
-        row.append(cell(g(base, "accuracy")))
+        row = [an.label(s), _params_label(facts.params_total) if facts else "?",
+               _params_label(facts.params_active) if facts else "?", acc(g(base, "accuracy"))]
         for o in others:
-            row += [cell(g(o, "accuracy")), cell(g(f"{o}_vs_{base}", "accuracy_change"))]
-        row.append(cell(g(base, "tokens_mean"), 0))
+            row += [acc(g(o, "accuracy")), _signed_ci(g(f"{o}_vs_{base}", "accuracy_change"), "pt")]
+        row += [_pct(g(a, "pass_at_k").value) if g(a, "pass_at_k") else "–" for a in an.arms]
+        row.append(_tokens(g(base, "tokens_mean").value) if g(base, "tokens_mean") else "–")
         for o in others:
-            row += [cell(g(o, "tokens_mean"), 0), cell(g(f"{o}_vs_{base}", "length_reduction_frac"))]
-        row += [cell(g(a, "accuracy_auc", 0)) for a in an.arms]
-        row += [_fmt(g(a, "truncated_frac").value) if g(a, "truncated_frac") else "–" for a in an.arms]
+            row += [_tokens(g(o, "tokens_mean").value) if g(o, "tokens_mean") else "–",
+                    _signed_ci(g(f"{o}_vs_{base}", "length_change_frac"), "%")]
+        row += [acc(g(a, "accuracy_auc", 0)) for a in an.arms]
+        row += [_pct(g(a, "truncated_frac").value, 0) if g(a, "truncated_frac") else "–" for a in an.arms]
         rows.append(row)
     return _Block("table", header=header, rows=rows)
 
 
 def _metrics_table(an: StudyAnalysis) -> _Block:
     header = ["size", "checkpoint", "benchmark", "budget", "k", "problems", "accuracy [CI]", "pass@k", "tokens mean [CI]",
-              "median", "correct", "incorrect", "truncated", "acc / 1k tokens"]
-    rows = [[m.size, m.checkpoint, m.benchmark, str(m.budget_tokens), str(m.k), str(m.n_problems),
-             _ci(m.accuracy, m.accuracy_lo, m.accuracy_hi), _fmt(m.pass_at_k), _ci(m.tokens_mean, m.tokens_mean_lo, m.tokens_mean_hi, 0),
-             _fmt(m.tokens_median, 0), _fmt(m.tokens_correct_mean, 0), _fmt(m.tokens_incorrect_mean, 0),
-             _fmt(m.truncated_frac), _fmt(m.accuracy_per_1k_tokens, 4)] for m in an.ms.metrics]
+              "median", "correct", "incorrect", "truncated", "acc (pt) / 1k tokens"]
+    order = {s: i for i, s in enumerate(an.sizes())}
+    ms = sorted(an.ms.metrics, key=lambda m: (m.benchmark, order.get(m.size, 99), m.checkpoint, m.budget_tokens))
+    rows = [[an.label(m.size), m.checkpoint, m.benchmark, str(m.budget_tokens), str(m.k), str(m.n_problems),
+             f"{_pct(m.accuracy)} [{100 * m.accuracy_lo:.1f}, {100 * m.accuracy_hi:.1f}]", _pct(m.pass_at_k),
+             _ci(m.tokens_mean, m.tokens_mean_lo, m.tokens_mean_hi, 0), _fmt(m.tokens_median, 0),
+             _fmt(m.tokens_correct_mean, 0), _fmt(m.tokens_incorrect_mean, 0), _pct(m.truncated_frac),
+             _fmt(100 * m.accuracy_per_1k_tokens, 2)] for m in ms]
     return _Block("table", header=header, rows=rows)
 
 
-def _fits_table(ans: list[StudyAnalysis], fits: list[tuple[str, TrendFit]]) -> _Block:
-    header = (["study"] if len(ans) > 1 else []) + ["metric", "arm", "benchmark", "budget", "form", "coefficients [CI]", "R²",
-                                                     "LOSO error", "n sizes", "criterion"]
+def _fit_cells(f: TrendFit) -> list[str]:
+    """Readable coefficients: the value at the geometric-mean size and the change per 10x params
+    (log-linear), or ceiling and exponent (saturating), in the metric's unit."""
+    unit, scale = _UNITS.get(f.metric, ("", 1.0))
+    ref = _params_label(10 ** f.x_ref)
+
+    def c(k: str, sc: float = scale, d: int = 1) -> str:
+        return f"{f.coef[k] * sc:.{d}f} [{f.coef_lo[k] * sc:.{d}f}, {f.coef_hi[k] * sc:.{d}f}]"
+
+    u = "" if unit in ("tokens", "%") else f" {unit}"
+    if unit == "%":
+        u = "%"
+    d = 0 if unit == "tokens" else (2 if scale == 1.0 else 1)
+    if f.form == "log_linear":
+        return [f"{c('value_at_ref', d=d)}{u}", f"{c('slope_per_decade', d=d)}{u} per 10× params", f"at {ref}"]
+    return [f"ceiling {c('ceiling', d=d)}{u}", f"exponent {c('exponent', 1.0, 2)}", f"gap {c('gap_at_ref', d=d)}{u} at {ref}"]
+
+
+def _fits_table(ans: list[StudyAnalysis], fits: list[tuple[StudyAnalysis, TrendFit]], *, criterion: bool = False) -> _Block:
+    from .fit import trend_verdict
+
+    mixed = any(a.mixed for a in ans)
+    header = (["study"] if len(ans) > 1 else []) + ["metric", "arm", "benchmark", "budget"] + (["variant"] if mixed else []) + [
+        "verdict", "value at the mean size [CI]", "change / shape [CI]", "where", "R²", "LOSO error", "sizes"] + (
+        ["form and criterion"] if criterion else [])
     rows = []
-    for name, f in fits:
-        coefs = "; ".join(f"{k} = {_ci(f.coef[k], f.coef_lo[k], f.coef_hi[k], 4)}" for k in f.coef)
-        rows.append(([name] if len(ans) > 1 else []) + [
-            f.metric, f.arm, f.benchmark, "all" if f.budget_tokens == 0 else str(f.budget_tokens), f.form, coefs,
-            _fmt(f.r2), _g(f.loso_error), str(len(f.points)), f.criterion,
-        ])
+    for a, f in fits:
+        unit, scale = _UNITS.get(f.metric, ("", 1.0))
+        verdict, reason = trend_verdict(f)
+        loso = f"{f.loso_error * scale:.2f} {unit}" if _finite(f.loso_error) else "– (needs 4 sizes)"
+        rows.append(([a.name] if len(ans) > 1 else []) + [
+            f.metric, f.arm, f.benchmark, "all" if f.budget_tokens == 0 else f"{f.budget_tokens:,}"] + (
+            [variant_name(a.variant_of(f))] if mixed else []) + [
+            verdict if verdict == "trend" else f"{verdict}: {reason}", *_fit_cells(f), f"{f.r2:.2f}", loso,
+            ", ".join(a.label(p.size) for p in sorted(f.points, key=lambda p: p.params))] + (
+            [f"{f.form}; {f.criterion}"] if criterion else []))
     return _Block("table", header=header, rows=rows)
+
+
+def _warning_blocks(ans: list[StudyAnalysis]) -> list[_Block]:
+    from .signals import ALERT_KINDS
+
+    by_kind: dict[str, list[str]] = {}
+    for a in ans:
+        for al in a.alerts:
+            by_kind.setdefault(al.kind, []).append((f"[{a.name}] " if len(ans) > 1 else "") + al.message)
+    n = sum(len(v) for v in by_kind.values())
+    blocks = [_Block("h2", text=f"Warnings ({n})", name="warnings")]
+    if not by_kind:
+        return blocks + [_Block("p", text="none")]
+    blocks.append(_Block("p", text="Grouped by kind; open a group to read each warning. They say which points to trust "
+                                   "less; docs/reports.md (Warnings) has every threshold.", cls="note"))
+    for kind, msgs in by_kind.items():
+        blocks.append(_Block("details", text=f"{kind} ({len(msgs)}): {ALERT_KINDS.get(kind, '')}",
+                             children=[_Block("ul", items=msgs)]))
+    return blocks
 
 
 def _method_text(an: StudyAnalysis) -> list[_Block]:
-    from .fit import AICC_MARGIN
+    from .fit import AICC_MARGIN, LOSO_MAX, R2_MIN
 
     lvl = f"{an.ms.level:.0%}"
     return [
         _Block("p", text=(
             f"Accuracy is mean@k: the mean over problems of the fraction of the k samples that are correct; a response cut "
-            f"at the budget has no answer and counts as incorrect. Intervals are {lvl} percentile bootstrap intervals over "
-            f"problems ({an.ms.n_boot} resamples, seed {an.ms.seed}); the same problem resamples are used for every size, "
-            "checkpoint and budget of a benchmark, so differences and trends are paired."
+            f"at the budget has no answer and counts as incorrect. Accuracies are in percent, their changes in points (pt); "
+            f"length change = trained / base mean length − 1, in percent (negative = shorter). Intervals are {lvl} "
+            f"percentile bootstrap intervals over problems ({an.ms.n_boot} resamples, seed {an.ms.seed}); the same problem "
+            "resamples are used for every size, checkpoint and budget of a benchmark, so differences and trends are paired."
         )),
         _Block("p", text=(
             f"Trends are least-squares fits of each metric against log10(parameters, {an.convention}), each size counting "
-            "once: log-linear y = value_at_ref + slope_per_decade·(x − x_ref), x_ref the mean log-size; or a power law to a "
-            "ceiling y = ceiling − gap_at_ref·10^(−exponent·(x − x_ref)), chosen only with ≥ 6 sizes and an AICc lower by "
-            f"more than {AICC_MARGIN}. Coefficient intervals refit every bootstrap resample. Predictions combine the "
-            "bootstrap interval of the trend with the scatter of sizes around it (max of residual and point sd). LOSO error "
-            "is the RMS error predicting each size from a fit without it. See docs/reports.md."
+            "once: log-linear y = value_at_ref + slope_per_decade·(x − x_ref), x_ref the mean log-size (the slope is the "
+            "change per 10× parameters); or a power law to a ceiling y = ceiling − gap_at_ref·10^(−exponent·(x − x_ref)), "
+            f"chosen only with ≥ 6 sizes and an AICc lower by more than {AICC_MARGIN}. The headline effects are always "
+            f"fitted log-linearly. A fit is labelled \"no trend\" and kept out of the headline when R² < {R2_MIN} or its "
+            f"leave-one-size-out (LOSO) error is ≥ {LOSO_MAX:g}× the error of predicting each size by the mean of the "
+            "others; \"direction unsure\" when the slope interval includes 0. Variants (thinking modes) are fitted "
+            "separately. Predictions combine the bootstrap interval of the trend with the scatter of sizes around it. "
+            "See docs/reports.md."
         )),
     ]
 
 
+# -------------------------------------------------------------------------- the document
 def _build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> list[_Block]:
+    from . import figures
+
     title = "Scaling report: " + " vs ".join(a.name for a in ans)
     blocks = [_Block("h1", text=title)]
     benches = list(dict.fromkeys(b for a in ans for b in a.ms.benchmarks))
-    intro = []
+    n_alerts = sum(len(a.alerts) for a in ans)
+    lead = []
     for a in ans:
-        intro.append(
-            f"{a.name} ({a.path}): {a.study.records.num_rows:,} evaluation rows, {len(a.study.size_order())} sizes, "
-            f"checkpoints {', '.join(a.arms)}, benchmarks {', '.join(a.ms.benchmarks)}, "
-            f"{a.study.signals.num_rows:,} training steps logged; {len(a.study.skipped)} outputs without DONE skipped"
-        )
-        intro += [f"{a.name}: {n}" for n in a.study.notes]
-    blocks.append(_Block("ul", items=intro))
-    # warnings first: they decide whether to trust the rest
-    blocks.append(_Block("h2", text="Warnings"))
-    items = [(f"[{a.name}] " if len(ans) > 1 else "") + f"{al.kind}: {al.message}" for a in ans for al in a.alerts]
-    blocks.append(_Block("ul", items=items or ["none"]))
-    blocks.append(_Block("h2", text="Summary at the largest budget"))
-    for a in ans:
-        for b in a.ms.benchmarks:
-            blocks.append(_Block("h3", text=f"{a.name}: {b} (budget {a.ms.budgets[b][-1]})"))
-            blocks.append(_summary_table(a, b))
+        k = sorted({m.k for m in a.ms.metrics})
+        lead.append(f"{a.name}: {len(a.sizes())} sizes, {', '.join(a.ms.benchmarks)}, "
+                    f"{'/'.join(map(str, k))} samples per problem, parameters {a.convention}")
+    warn = f"{n_alerts} warning{'s' if n_alerts != 1 else ''} (below the headline)" if n_alerts else "no warnings"
+    blocks.append(_Block("p", text="; ".join(lead) + f". {warn}.", cls="lead"))
+
+    # 1. the headline: does the effect grow or shrink with size, and how sure are we?
+    blocks.append(_Block("h2", text="Headline: does the method's effect grow or shrink with size?", name="headline-section"))
     figs: list[tuple[str, str, Any]] = []
     for b in benches:
+        sub = [a for a in ans if b in a.ms.benchmarks and a.effect_arms]
+        if sub:
+            figs.append((f"headline_{b}", f"Length change and accuracy change vs size: {b}", lambda sub=sub, b=b: figures.headline(sub, b)))
+    for a in ans:
+        for b in a.ms.benchmarks:
+            figs.append((f"accuracy_vs_budget_{a.name}_{b}", f"Accuracy vs budget per size: {a.name} {b}",
+                         lambda a=a, b=b: figures.accuracy_vs_budget(a, b)))
+    for b in benches:
         sub = [a for a in ans if b in a.ms.benchmarks]
-        figs.append((f"accuracy_vs_budget_{b}", f"Accuracy vs budget per size: {b}",
-                     lambda sub=sub, b=b: _fig_accuracy_vs_budget(sub, b)))
         figs.append((f"size_trends_{b}", f"Accuracy and length vs size with fits: {b}",
-                     lambda sub=sub, b=b: _fig_size_trends(sub, b, predict)))
+                     lambda sub=sub, b=b: figures.size_trends(sub, b, predict)))
     for a in ans:
         for b in a.ms.benchmarks:
             figs.append((f"lengths_{a.name}_{b}", f"Length distributions by correctness: {a.name} {b}",
-                         lambda a=a, b=b: _fig_lengths(a, b)))
+                         lambda a=a, b=b: figures.lengths(a, b)))
         if a.study.signals.num_rows:
-            figs.append((f"training_{a.name}", f"Training curves: {a.name}", lambda a=a: _fig_training(a)))
+            figs.append((f"training_{a.name}", f"Training curves: {a.name}", lambda a=a: figures.training(a)))
     rendered: dict[str, _Block] = {}
     for i, (name, caption, fn) in enumerate(figs):
         if progress:
             _log(f"figure {i + 1}/{len(figs)}: {name}")
-        rendered[name] = _Block("img", name=_safe(name) + ".png", text=caption, png=fn())
+        rendered[name] = _Block("img", name=_safe(name) + ".png", text=caption, alt=caption, png=fn())
+    index = 0
+    for a in ans:
+        if not a.effect_arms:
+            blocks.append(_Block("p", text=f"{a.name}: no trained checkpoint next to base; no effect to show."))
+            continue
+        if len(ans) > 1:
+            blocks.append(_Block("h3", text=a.name))
+        blocks.append(_verdict_table(a))
+        if a.mixed:
+            blocks.append(_Block("p", text=_variant_sentence(a), cls="note"))
+        for b in a.ms.benchmarks:
+            for arm in a.effect_arms:
+                blocks.append(_Block("h3", text=f"{b} at {a.ms.budgets[b][-1]:,} tokens"
+                                                 + (f" ({arm.replace('_vs_', ' vs ')})" if len(a.effect_arms) > 1 else "")))
+                blocks.append(_headline_table(a, b, arm, index))
+                index += 1
+        blocks += _reference_blocks(a)
+    blocks.append(_Block("p", text="Length change: trained vs base mean length at the largest budget (negative = shorter); "
+                                   "accuracy change in points; [intervals] are paired bootstrap intervals over problems. "
+                                   "Rows follow the parameter count used for the fits.", cls="note"))
+    for b in benches:
+        if f"headline_{b}" in rendered:
+            img = rendered[f"headline_{b}"]
+            img.alt = " ".join(_headline_alt(a, b) for a in ans if b in a.ms.benchmarks and a.effect_arms)
+            img.text = (f"{b}: length change (%) and accuracy change (pt) against size; every point named; lines: "
+                        "log-linear trends with bootstrap bands and slope intervals (no line: no trend); hollow stars: "
+                        "predictions for sizes not in the study" + ("; crosses: reference numbers" if any(a.reference for a in ans) else ""))
+            blocks.append(img)
+
+    # 2. warnings, grouped and folded
+    blocks += _warning_blocks(ans)
+
+    # 3. the detail
+    blocks.append(_Block("h2", text="Summary at the largest budget"))
+    for a in ans:
+        for b in a.ms.benchmarks:
+            blocks.append(_Block("h3", text=f"{a.name}: {b} (budget {a.ms.budgets[b][-1]:,})"))
+            blocks.append(_summary_table(a, b))
     blocks.append(_Block("h2", text="Accuracy vs budget (base vs trained)"))
     blocks += [rendered[n] for n, _, _ in figs if n.startswith("accuracy_vs_budget_")]
     blocks.append(_Block("h2", text="Trends against model size"))
-    blocks.append(_Block("p", text="Points: measured values with bootstrap intervals. Lines: fitted trends with bootstrap bands. "
-                                   "Stars: predictions for sizes not in the study, with observation intervals."))
+    blocks.append(_Block("p", text="Points: measured values with bootstrap intervals, named by size. Lines: fitted trends with "
+                                   "bootstrap bands (dotted and faint: no trend). Hollow stars: predictions for sizes not in "
+                                   "the study, with observation intervals."))
     blocks += [rendered[n] for n, _, _ in figs if n.startswith("size_trends_")]
-    head = [(a.name, f) for a in ans for f in a.fits
+    for r in rendered.values():
+        if r.name.startswith("size_trends_"):
+            r.alt = r.text + ". Points: " + ", ".join(dict.fromkeys(a.label(s) for a in ans for s in a.sizes())) + "."
+    head = [(a, f) for a in ans for f in a.fits
             if f.metric in HEADLINE and (f.budget_tokens == 0 or f.budget_tokens == a.ms.budgets[f.benchmark][-1])]
-    blocks.append(_Block("h3", text="Headline fits (largest budget, and AUC over budgets)"))
-    blocks.append(_fits_table(ans, head))
+    from .fit import trend_verdict
+
+    strong = [(a, f) for a, f in head if trend_verdict(f)[0] != "no trend"]
+    weak = [(a, f) for a, f in head if trend_verdict(f)[0] == "no trend"]
+    blocks.append(_Block("h3", text="Trend fits (largest budget, and AUC over budgets)"))
+    blocks.append(_fits_table(ans, strong) if strong else _Block("p", text="No fit passes the trend rule."))
+    if weak:
+        blocks.append(_Block("details", text=f"Fits with no trend, kept out of the headline ({len(weak)})",
+                             children=[_fits_table(ans, weak)]))
     if predict:
         blocks.append(_Block("h3", text="Predictions"))
         rows = []
         for a in ans:
             for text, f, (v, lo, hi) in a.predictions:
                 if f.budget_tokens == 0 or f.budget_tokens == a.ms.budgets[f.benchmark][-1]:
-                    loso = _g(f.loso_error)
-                    rows.append(([a.name] if len(ans) > 1 else []) + [text, f.metric, f.arm, f.benchmark,
-                                                                      "all" if f.budget_tokens == 0 else str(f.budget_tokens),
-                                                                      _ci(v, lo, hi, 4), f.form, loso])
-        header = (["study"] if len(ans) > 1 else []) + ["size", "metric", "arm", "benchmark", "budget", "prediction [interval]",
-                                                          "form", "LOSO error"]
+                    unit, scale = _UNITS.get(f.metric, ("", 1.0))
+                    d = 0 if unit == "tokens" else 1
+                    verdict = trend_verdict(f)[0]
+                    rows.append(([a.name] if len(ans) > 1 else []) + [
+                        text, f.metric, f.arm, f.benchmark, "all" if f.budget_tokens == 0 else str(f.budget_tokens)] + (
+                        [variant_name(a.variant_of(f))] if a.mixed else []) + [
+                        f"{v * scale:.{d}f} [{lo * scale:.{d}f}, {hi * scale:.{d}f}] {unit}", verdict,
+                        f.form, f"{f.loso_error * scale:.{d}f} {unit}" if _finite(f.loso_error) else "–"])
+        header = (["study"] if len(ans) > 1 else []) + ["size", "metric", "arm", "benchmark", "budget"] + (
+            ["variant"] if any(a.mixed for a in ans) else []) + ["prediction [interval]", "trend verdict", "form", "LOSO error"]
         blocks.append(_Block("table", header=header, rows=rows))
     blocks.append(_Block("h2", text="Length distributions by correctness"))
     blocks += [rendered[n] for n, _, _ in figs if n.startswith("lengths_")]
@@ -491,11 +555,11 @@ def _build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> 
         if not a.phases:
             blocks.append(_Block("p", text=f"{a.name}: no training signals with a DONE marker."))
             continue
-        order = {sz: i for i, sz in enumerate(a.study.size_order())}
+        order = {sz: i for i, sz in enumerate(a.sizes())}
         phases = sorted(a.phases, key=lambda p: (order.get(p.size, len(order)), p.run_id))
-        rows = [[p.size, p.run_id, str(p.transition_step) if p.transition_step >= 0 else "none", str(p.steps),
-                 _fmt(p.tokens_start, 0), _fmt(p.tokens_plateau, 0), _fmt(p.truncated_frac_adaptation),
-                 _fmt(p.truncated_frac_refinement), _fmt(p.reward_change_refinement), p.reason] for p in phases]
+        rows = [[a.label(p.size), p.run_id, str(p.transition_step) if p.transition_step >= 0 else "none", str(p.steps),
+                 _fmt(p.tokens_start, 0), _fmt(p.tokens_plateau, 0), _pct(p.truncated_frac_adaptation, 0),
+                 _pct(p.truncated_frac_refinement, 0), _fmt(p.reward_change_refinement), p.reason] for p in phases]
         blocks.append(_Block("table", header=["size", "run", "transition step", "logged steps", "length start", "length plateau",
                                                "truncated (adaptation)", "truncated (refinement)", "reward change (refinement)",
                                                "how decided"], rows=rows))
@@ -503,93 +567,46 @@ def _build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> 
             blocks.append(rendered[f"training_{a.name}"])
     blocks.append(_Block("h2", text="How the numbers were made"))
     blocks += _method_text(ans[0])
-    details = []
     for a in ans:
-        details.append(_Block("details", text=f"All metrics per budget: {a.name} ({len(a.ms.metrics)} rows)",
-                              children=[_metrics_table(a)]))
-        details.append(_Block("details", text=f"All trend fits: {a.name} ({len(a.fits)})",
-                              children=[_fits_table([a], [(a.name, f) for f in a.fits])]))
+        blocks.append(_Block("details", text=f"All metrics per budget: {a.name} ({len(a.ms.metrics)} rows)",
+                             children=[_metrics_table(a)]))
+        blocks.append(_Block("details", text=f"All trend fits: {a.name} ({len(a.fits)})",
+                             children=[_fits_table([a], [(a, f) for f in a.fits], criterion=True)]))
         if a.failures:
-            details.append(_Block("details", text=f"Fits skipped: {a.name} ({len(a.failures)})",
-                                  children=[_Block("ul", items=a.failures)]))
-    blocks += details
+            blocks.append(_Block("details", text=f"Fits skipped: {a.name} ({len(a.failures)})",
+                                 children=[_Block("ul", items=a.failures)]))
     return blocks
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-
-
 # ----------------------------------------------------------------------------- renderers
-def _md_cell(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+def _env() -> Any:
+    import base64
+
+    import jinja2
+
+    dirs = [Path(d) for d in os.environ.get("SCALING_REPORT_TEMPLATES", "").split(os.pathsep) if d]
+    dirs.append(Path(__file__).parent / "templates")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in dirs]), autoescape=jinja2.select_autoescape(
+        enabled_extensions=("html.j2",), default_for_string=False), trim_blocks=True, lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["b64"] = lambda b: base64.b64encode(b).decode("ascii")
+    env.filters["mdcell"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    return env
 
 
-def _to_md(blocks: list[_Block], depth: int = 0) -> str:
-    out: list[str] = []
-    for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
-            out.append("#" * int(b.kind[1]) + " " + b.text + "\n")
-        elif b.kind == "p":
-            out.append(b.text + "\n")
-        elif b.kind == "ul":
-            out.append("\n".join(f"- {i}" for i in b.items) + "\n")
-        elif b.kind == "table":
-            if not b.rows:
-                out.append("(no rows)\n")
-                continue
-            out.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
-            out.append("|" + "---|" * len(b.header))
-            out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in b.rows]
-            out.append("")
-        elif b.kind == "img":
-            out.append(f"![{b.text}](figures/{b.name})\n")
-        elif b.kind == "details":
-            out.append(f"<details><summary>{html.escape(b.text)}</summary>\n\n{_to_md(b.children, depth + 1)}\n</details>\n")
-    return "\n".join(out)
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1500px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:12px}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-figure{margin:1em 0} img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:13px;color:#555} details{margin:0.5em 0} summary{cursor:pointer;font-weight:600}
-li{margin:0.2em 0}
-"""
+def _to_md(blocks: list[_Block]) -> str:
+    return _env().get_template("report.md.j2").render(blocks=blocks)
 
 
 def _to_html(blocks: list[_Block], title: str) -> str:
-    def render(bs: list[_Block]) -> str:
-        out = []
-        for b in bs:
-            if b.kind in ("h1", "h2", "h3"):
-                out.append(f"<{b.kind}>{html.escape(b.text)}</{b.kind}>")
-            elif b.kind == "p":
-                out.append(f"<p>{html.escape(b.text)}</p>")
-            elif b.kind == "ul":
-                out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b.items) + "</ul>")
-            elif b.kind == "table":
-                head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
-                body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in b.rows)
-                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if b.rows else "<p>(no rows)</p>")
-            elif b.kind == "img":
-                data = base64.b64encode(b.png).decode("ascii")
-                out.append(f'<figure><img alt="{html.escape(b.text)}" src="data:image/png;base64,{data}">'
-                           f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
-            elif b.kind == "details":
-                out.append(f"<details><summary>{html.escape(b.text)}</summary>{render(b.children)}</details>")
-        return "\n".join(out)
-
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head><body>\n{render(blocks)}\n</body></html>\n")
+    return _env().get_template("report.html.j2").render(blocks=blocks, title=title)
 
 
 def _summary_json(ans: list[StudyAnalysis], predict: Sequence[str]) -> str:
-    """Machine-readable twin of the report: metrics, fits (without replicates), phases, alerts."""
+    """Machine-readable twin of the report: metrics, fits (without replicates), headline, phases, alerts."""
     import json
 
+    from .fit import trend_verdict
     from .records import to_dict
 
     def clean(v: Any) -> Any:
@@ -601,12 +618,30 @@ def _summary_json(ans: list[StudyAnalysis], predict: Sequence[str]) -> str:
             return [clean(x) for x in v]
         return v
 
-    def fit_dict(f: TrendFit) -> dict[str, Any]:
+    def fit_dict(a: StudyAnalysis, f: TrendFit) -> dict[str, Any]:
         d = {k: getattr(f, k) for k in ("metric", "form", "arm", "benchmark", "budget_tokens", "coef", "coef_lo", "coef_hi",
                                         "r2", "loso_error", "loso_errors", "criterion", "params_convention", "level",
                                         "resid_sd", "point_sd", "x_ref")}
         d["sizes"] = [p.size for p in f.points]
+        d["labels"] = [a.label(p.size) for p in f.points]
+        d["variant"] = a.variant_of(f)
+        d["verdict"], d["verdict_reason"] = trend_verdict(f)
         return d
+
+    def effect_dict(a: StudyAnalysis, et: EffectTrend) -> dict[str, Any]:
+        f = et.fit
+        return {
+            "benchmark": et.benchmark, "budget_tokens": et.budget, "arm": et.arm, "metric": et.metric,
+            "variant": et.variant, "verdict": et.verdict, "reason": et.reason,
+            "points": [{"size": s, "label": a.label(s), "params": a.study.sizes[s].params(a.convention),
+                        "value": getattr(a.ms.get(s, et.arm, et.benchmark, et.budget, et.metric), "value", None)}
+                       for s in et.sizes],
+            "slope_per_decade": f.coef["slope_per_decade"] if f else None,
+            "slope_lo": f.coef_lo["slope_per_decade"] if f else None,
+            "slope_hi": f.coef_hi["slope_per_decade"] if f else None,
+            "r2": f.r2 if f else None, "loso_error": f.loso_error if f else None,
+            "predictions": [{"size": t, "params": n, "value": v, "lo": lo, "hi": hi} for t, n, v, lo, hi in et.predictions],
+        }
 
     data = {
         "studies": [
@@ -617,19 +652,32 @@ def _summary_json(ans: list[StudyAnalysis], predict: Sequence[str]) -> str:
                 "n_boot": a.ms.n_boot,
                 "level": a.ms.level,
                 "skipped": a.study.skipped,
+                "sizes": [{"size": s, "label": a.label(s), "variant": a.study.sizes[s].variant,
+                           "params_total": a.study.sizes[s].params_total, "params_active": a.study.sizes[s].params_active}
+                          for s in a.sizes()],
+                "variants": a.variants,
+                "headline": [effect_dict(a, et) for et in a.headline],
                 "metrics": [to_dict(m) for m in a.ms.metrics],
                 "curves": [
                     {"size": k[0], "arm": k[1], "benchmark": k[2], "budget_tokens": k[3], "metric": k[4],
                      "value": e.value, "lo": e.lo, "hi": e.hi}
-                    for k, e in a.ms.values.items() if k[4] in ("accuracy_auc", "accuracy_change", "length_reduction_frac")
+                    for k, e in a.ms.values.items()
+                    if k[4] in ("accuracy_auc", "accuracy_change", "length_reduction_frac", "length_change_frac")
                 ],
-                "fits": [fit_dict(f) for f in a.fits],
+                "fits": [fit_dict(a, f) for f in a.fits],
                 "fits_skipped": a.failures,
                 "predictions": [
                     {"size": t, "metric": f.metric, "arm": f.arm, "benchmark": f.benchmark, "budget_tokens": f.budget_tokens,
-                     "value": v[0], "lo": v[1], "hi": v[2]}
+                     "variant": a.variant_of(f), "value": v[0], "lo": v[1], "hi": v[2]}
                     for t, f, v in a.predictions
                 ],
+                "reference": {
+                    "file": a.reference_file,
+                    "notes": a.reference_notes,
+                    "rows": [{"size": r.size, "label": a.label(r.size), "benchmark": r.entry.benchmark, "budget_tokens": r.budget,
+                              "checkpoint": r.entry.checkpoint, "metric": r.entry.metric, "reference": r.entry.value,
+                              "measured": r.measured, "diff": r.diff, "source": r.entry.source} for r in a.reference],
+                },
                 "phases": [to_dict(p) for p in a.phases],
                 "alerts": [to_dict(al) for al in a.alerts],
             }
@@ -654,6 +702,7 @@ def write_report(
     out = Path(out_dir)
     blocks = _build(ans, predict, progress)
     title = blocks[0].text
+    md_text, html_text = _to_md(blocks), _to_html(blocks, title)  # render both before writing anything
 
     def imgs(bs: list[_Block]) -> list[_Block]:
         return [b for b in bs if b.kind == "img"] + [c for b in bs if b.kind == "details" for c in imgs(b.children)]
@@ -661,8 +710,8 @@ def write_report(
     for b in imgs(blocks):
         atomic_write_bytes(out / "figures" / b.name, b.png)
     md, page = out / "report.md", out / "report.html"
-    atomic_write_text(md, _to_md(blocks))
-    atomic_write_text(page, _to_html(blocks, title))
+    atomic_write_text(md, md_text)
+    atomic_write_text(page, html_text)
     atomic_write_text(out / "summary.json", _summary_json(ans, predict))
     if progress:
         _log(f"wrote {md} and {page}")
@@ -676,20 +725,27 @@ def report_command(
     out: str | Path | None = None,
     predict: Sequence[str] = (),
     params: str = "active",
+    reference: str | Path | None = None,
 ) -> int:
-    """The `scaling report` command: analyse each study, then write one report (exit 0)."""
+    """The `scaling report` command: analyse each study, then write one report (exit 0).
+    ``reference``: a YAML of published numbers to overlay; None = the study's default
+    (``art-paper`` -> recipes/references/art-aime25.yaml), "" = none."""
     from .collect import resolve_study_dir
     from .fit import parse_size
 
     for p in predict:
         try:
             parse_size(p, params)
-        except ValueError as err:
+        except (ValueError, OverflowError) as err:  # OverflowError: --predict inf
             from .errors import FitError
 
-            raise FitError(f"--predict {p}: {err}") from err
+            raise FitError(f"--predict {p}: {err}; give a finite size such as 70b or 7e10") from err
+    if reference:
+        from .analyse import load_reference
+
+        load_reference(reference)  # a bad file fails here, in one line, before any work
     t0 = time.perf_counter()
-    ans = [analyse(s, runs_dir=runs_dir, convention=params, predict=predict) for s in studies]
+    ans = [analyse(s, runs_dir=runs_dir, convention=params, predict=predict, reference=reference) for s in studies]
     if out is None:
         first = resolve_study_dir(studies[0], runs_dir)
         out = first / ("report" if len(ans) == 1 else "report-vs-" + "-".join(a.name for a in ans[1:]))

@@ -54,6 +54,15 @@ TRAP_REWARD = 0.2
 TRAP_ZERO_STD = 0.5
 FEW_WIDTH = 0.2
 FEW_PROBLEMS = 30
+# what each warning kind means, one line each (the report groups warnings by kind under these)
+ALERT_KINDS = {
+    "missing": "outputs without a DONE marker are left out: the report is partial (`scaling resume` reruns them)",
+    "length_collapse": "the trained model stopped gaining accuracy with budget while the base model gains (length collapse)",
+    "short_is_correct": "correct responses much shorter than incorrect ones with sparse rewards (short-is-correct trap)",
+    "few_samples": f"fewer than {FEW_PROBLEMS} problems or an accuracy interval wider than {100 * FEW_WIDTH:.0f} pt: "
+                   "this size's point is too noisy to anchor a trend",
+    "no_plateau": "the training length is still moving at the end: the trained checkpoint may still be adapting",
+}
 PHASE_RULE = (
     "transition = first logged step from which the running-median length stays within "
     "{tol:.0%} of its final plateau (median of the last 20% of steps) for {hold} consecutive logged steps"
@@ -203,9 +212,15 @@ def _tail_stats(signals: Any) -> dict[str, dict[str, float]]:
     return out
 
 
-def find_alerts(ms: Any, signals: Any = None, phases: Sequence[PhaseSplit] = (), *, base: str = "base") -> list[Alert]:
-    """Warnings for a MetricSet (metrics.py), its training signals and phase splits."""
+def find_alerts(
+    ms: Any, signals: Any = None, phases: Sequence[PhaseSplit] = (), *, base: str = "base",
+    labels: dict[str, str] | None = None,
+) -> list[Alert]:
+    """Warnings for a MetricSet (metrics.py), its training signals and phase splits.
+    ``labels`` (size key -> display label, ``StudyRecords.label``) names sizes in the messages
+    the way the report's tables do; ``Alert.size`` keeps the key."""
     alerts: list[Alert] = []
+    lab = (labels or {}).get
     by_key = {(m.size, m.checkpoint, m.benchmark, m.budget_tokens): m for m in ms.metrics}
     sizes = list(dict.fromkeys(m.size for m in ms.metrics))
     tails = _tail_stats(signals)
@@ -228,11 +243,11 @@ def find_alerts(ms: Any, signals: Any = None, phases: Sequence[PhaseSplit] = (),
                     if few < FEW_PROBLEMS:
                         why.append(f"only {few} problems (< {FEW_PROBLEMS})")
                     if not np.isfinite(width) or width > FEW_WIDTH:
-                        why.append(f"accuracy interval {width:.2f} wide at budget {worst.budget_tokens} (> {FEW_WIDTH})")
+                        why.append(f"accuracy interval {100 * width:.0f} pt wide at budget {worst.budget_tokens} (> {100 * FEW_WIDTH:.0f} pt)")
                     if why:
                         alerts.append(Alert(
                             kind="few_samples", size=size, benchmark=bench, checkpoint=ckpt,
-                            message=(f"{size} {ckpt} {bench}: {' and '.join(why)} with {worst.k} samples per problem; "
+                            message=(f"{lab(size, size)} {ckpt} {bench}: {' and '.join(why)} with {worst.k} samples per problem; "
                                      "add problems or samples before trusting this size"),
                         ))
                 if ckpt == base or len(buds) < 2:
@@ -244,8 +259,8 @@ def find_alerts(ms: Any, signals: Any = None, phases: Sequence[PhaseSplit] = (),
                     if g_b >= COLLAPSE_BASE_GAIN and g_t < COLLAPSE_RATIO * g_b:
                         alerts.append(Alert(
                             kind="length_collapse", size=size, benchmark=bench, checkpoint=ckpt,
-                            message=(f"{size} {ckpt} {bench}: accuracy gains {g_t:+.3f} from budget {lo_b} to {hi_b} "
-                                     f"while {base} gains {g_b:+.3f}: the trained model no longer uses large budgets "
+                            message=(f"{lab(size, size)} {ckpt} {bench}: accuracy gains {100 * g_t:+.1f} pt from budget {lo_b} to {hi_b} "
+                                     f"while {base} gains {100 * g_b:+.1f} pt: the trained model no longer uses large budgets "
                                      "(length collapse); raise the target length or stop earlier"),
                         ))
                 # short-is-correct trap
@@ -262,12 +277,12 @@ def find_alerts(ms: Any, signals: Any = None, phases: Sequence[PhaseSplit] = (),
                 if sparse and short:
                     alerts.append(Alert(
                         kind="short_is_correct", size=size, benchmark=bench, checkpoint=ckpt,
-                        message=(f"{size} {ckpt} {bench}: correct responses are {r_eval:.2f}x the length of incorrect "
+                        message=(f"{lab(size, size)} {ckpt} {bench}: correct responses are {r_eval:.2f}x the length of incorrect "
                                  f"(training tail {r_train:.2f}x) with sparse rewards (mean reward "
                                  f"{t['reward_mean']:.2f}, zero-variance groups {t['zero_std_frac']:.0%}): the model may "
                                  "learn 'short' instead of 'correct'; train on easier prompts or do not mask incorrect rollouts"),
                     ))
     for ph in phases:
         if ph.transition_step < 0:
-            alerts.append(Alert(kind="no_plateau", size=ph.size, message=f"{ph.size} training: {ph.reason}"))
+            alerts.append(Alert(kind="no_plateau", size=ph.size, message=f"{lab(ph.size, ph.size)} training: {ph.reason}"))
     return alerts

@@ -9,8 +9,10 @@ This is THE ONLY module that imports submitit. It holds:
   dependencies and job arrays (``executor.batch()``, concurrency cap), or through submitit's
   ``LocalExecutor`` (the launcher then runs jobs in dependency order itself);
 * ``CheckpointableBody``: the training wrapper (``submitit.helpers.Checkpointable``): on
-  timeout/preemption it forwards SIGUSR1 to the training process, which saves a checkpoint
-  and exits (contract in team.md), then submitit requeues the job, which resumes from it;
+  timeout/preemption it sends SIGUSR1 to the training processes themselves (the launcher's
+  descendants, found in /proc: torchrun starts workers in their own sessions; the launcher
+  ignores SIGUSR1), which save a checkpoint and exit (contract in team.md), then submitit
+  requeues the job, which resumes from it;
 * ``preflight``: every distinct resource shape against the live cluster (``sinfo``,
   ``sbatch --test-only``); every problem is collected and reported at once;
 * job states without accounting: ``squeue`` for live jobs, then ``sacct`` if it works (quietly),
@@ -193,8 +195,10 @@ class CheckpointableBody(JobBody, submitit.helpers.Checkpointable):
                 if role == "server":  # stays up until the workers are gone (they need it to finish a step)
                     server = subprocess.Popen(cmd, env=env, start_new_session=True,
                                               preexec_fn=ignore(sig, signal.SIGUSR1))
-                else:
-                    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=ignore(sig))
+                else:  # the launcher ignores SIGUSR1 (torchrun has no handler for it: it would die);
+                    # the training workers install their own handler (jobs/train.py StopOnSignal)
+                    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                            preexec_fn=ignore(sig, signal.SIGUSR1))
             if proc is None:
                 raise RuntimeError(f"{self.entry}: no worker process planned")
             self._child_pid = proc.pid
@@ -217,11 +221,13 @@ class CheckpointableBody(JobBody, submitit.helpers.Checkpointable):
         return None
 
     def _forward(self) -> None:
+        """SIGUSR1 to the worker process and every process below it. torchrun (under
+        ``accelerate launch``) starts each worker in a new session, so signalling the launcher's
+        process group would miss them; the launcher itself ignores SIGUSR1 (see ``__call__``)."""
         pid = getattr(self, "_child_pid", None)
         if pid and not getattr(self, "_forwarded", False):
             self._forwarded = True
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGUSR1)
+            signal_tree(pid, signal.SIGUSR1)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Wait (bounded) for the workers to save and exit, then requeue a fresh copy."""
@@ -238,13 +244,46 @@ class CheckpointableBody(JobBody, submitit.helpers.Checkpointable):
                     break
                 time.sleep(1.0)
             else:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGTERM)
+                signal_tree(pid, signal.SIGTERM)
         fresh = CheckpointableBody(self.entry, self.run_yaml, self.item)
         return submitit.helpers.DelayedSubmission(fresh, *args, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:  # only the strings travel (no pids, no handlers)
         return {"entry": self.entry, "run_yaml": self.run_yaml, "item": self.item}
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendants of ``pid`` (children first), read from /proc (Linux): the workers that
+    ``accelerate launch``/torchrun started in their own sessions."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command name may contain spaces
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in sorted(children.get(todo.pop(0), [])):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def signal_tree(pid: int, signum: int) -> list[int]:
+    """Send ``signum`` to ``pid`` (and its process group, when it leads one) and to each of its
+    descendants; returns the pids."""
+    pids = [pid, *descendants(pid)]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signum)
+    return pids
 
 
 def _stop_group(pid: int, grace_s: float = 30.0) -> None:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import LaunchError
+from .errors import LaunchError, StorageError, storage_error
 
 DONE = "DONE"
 LOCK = ".lock"
@@ -45,6 +45,7 @@ RUN_YAML = "run.yaml"
 LOGS = "logs"
 
 MANIFEST_VERSION = 1
+MAX_NAME = 64  # study names: a directory and part of every scheduler job name (recipe.MAX_STUDY_NAME)
 _NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 # Files above this size are hashed by (size, first and last _SAMPLE_BYTES): reading a 60 GB
 # checkpoint end to end only to fingerprint it would cost minutes per job (labelled default).
@@ -56,26 +57,70 @@ _STALE_LOCK_S = 3600.0
 
 
 # ------------------------------------------------------------------------- atomic writes
+def ensure_dir(path: str | os.PathLike[str]) -> Path:
+    """``mkdir -p`` that fails as one line (StorageError naming the path and the fix): a file
+    where a directory should be, a read-only or full disk, a name too long, no permission."""
+    d = Path(path)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except StorageError:
+        raise
+    except OSError as err:
+        raise storage_error(err, d, "cannot create the directory") from None
+    return d
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``."""
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    Any OSError of the write (full or read-only disk, a directory named like the target, ...)
+    removes the temporary file, leaves the target as it was, and is raised as a one-line
+    ``StorageError`` (an OSError too) naming the target."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
+    if os.path.isdir(target):  # (os.path.isdir answers False on ENAMETOOLONG; Path.is_dir raises)
+        raise StorageError(f"{target}: is a directory; give a file name")
+    ensure_dir(target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as err:
+        raise storage_error(err, target) from None
     tmp_path = Path(tmp)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(err, OSError) and not isinstance(err, StorageError):
+            raise storage_error(err, target) from None
         raise
+
+
+def clean_stale_tmp(d: str | os.PathLike[str], *, older_than_s: float = 3600.0, recursive: bool = False) -> int:
+    """Remove ``.<name>.*.tmp`` files left by a process killed inside ``atomic_path`` (SIGKILL
+    skips its cleanup). Only files older than ``older_than_s`` (labelled default: 1 h, far
+    longer than any single write) go, so a live writer's temporary file is never touched.
+    Returns how many were removed."""
+    d = Path(d)
+    now = time.time()
+    n = 0
+    try:
+        paths = d.rglob(".*.tmp") if recursive else d.glob(".*.tmp")
+        for p in paths:
+            with contextlib.suppress(OSError):
+                if p.is_file() and now - p.stat().st_mtime > older_than_s:
+                    p.unlink()
+                    n += 1
+    except OSError:
+        return n
+    return n
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -111,11 +156,11 @@ def safe_name(name: str, *, what: str = "study name") -> str:
     anything that could escape the directory (``..``, ``/``) or confuse a shell is refused
     rather than silently rewritten: two different names must never map to one directory.
     """
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name.strip("-_") == "":
-        shown = repr(name)
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name.strip("-_") == "" or len(name) > MAX_NAME:
+        shown = repr(name) if len(str(name)) <= 80 else f"{str(name)[:60]!r}... ({len(str(name))} characters)"
         raise LaunchError(
             f"{what} {shown} is not allowed: use lowercase letters, digits, '_' and '-' only "
-            "(e.g. qwen3-ladder); set `name:` in the recipe"
+            f"(e.g. qwen3-ladder), at most {MAX_NAME} characters; set `name:` in the recipe"
         )
     return name
 
@@ -255,15 +300,38 @@ def read_done(d: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 # ------------------------------------------------------------------------------ lock
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this machine (also when owned by another user)."""
+def pid_alive(pid: int, start: int | None = None) -> bool:
+    """True when a process with this pid exists on this machine (also when owned by another user)
+    and, when ``start`` is given, it is the same process: its start time (``pid_start_time``)
+    matches, so a recycled pid is not mistaken for the process recorded earlier."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    except OSError:
+        return False
+    if start is not None:
+        now = pid_start_time(pid)
+        if now is not None and now != int(start):
+            return False
     return True
+
+
+def pid_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), which
+    with the pid identifies one process; None where /proc is not available or it has gone."""
+    try:
+        raw = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    try:  # the command name (field 2) may hold spaces and parentheses: split after its last ')'
+        return int(raw.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
 
 
 def read_lock(sdir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -279,7 +347,8 @@ def lock_is_stale(lock: dict[str, Any], *, now: float | None = None) -> bool:
     now = time.time() if now is None else now
     if lock.get("host") == socket.gethostname():
         try:
-            return not pid_alive(int(lock.get("pid", -1)))
+            start = lock.get("pid_start")
+            return not pid_alive(int(lock.get("pid", -1)), None if start is None else int(start))
         except (TypeError, ValueError):
             return True
     return now - float(lock.get("since", 0)) > _STALE_LOCK_S
@@ -289,11 +358,10 @@ def lock_is_stale(lock: dict[str, Any], *, now: float | None = None) -> bool:
 def study_lock(sdir: str | os.PathLike[str], command: str) -> Iterator[Path]:
     """Hold ``<study>/.lock`` (pid, host, command, time) while submitting; refuse when another
     live process holds it; take over a stale one."""
-    sdir = Path(sdir)
-    sdir.mkdir(parents=True, exist_ok=True)
+    sdir = ensure_dir(sdir)
     path = sdir / LOCK
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time(),
-              "time": _now()}
+    record = {"pid": os.getpid(), "pid_start": pid_start_time(os.getpid()), "host": socket.gethostname(),
+              "command": command, "since": time.time(), "time": _now()}
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -308,8 +376,15 @@ def study_lock(sdir: str | os.PathLike[str], command: str) -> Iterator[Path]:
                 f"{held.get('host')}, since {held.get('time')}); wait for it to finish, or delete {path} if that "
                 "process is gone"
             ) from None
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh)
+        except OSError as err:
+            raise storage_error(err, path, "cannot take the study lock") from None
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(record, fh)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise storage_error(err, path, "cannot take the study lock") from None
         break
     else:
         raise LaunchError(f"{path}: could not take the study lock (another process keeps recreating it)")
@@ -322,6 +397,41 @@ def study_lock(sdir: str | os.PathLike[str], command: str) -> Iterator[Path]:
                 path.unlink()
 
 
+@contextlib.contextmanager
+def writer_lock(run_directory: str | os.PathLike[str], item: str | None = None) -> Iterator[Path]:
+    """Refuse a second live writer of one run (or array item): held by the job body for its
+    whole life (an ``flock`` on ``<run>/.writer.lock``, released by the kernel when the process
+    dies, even by SIGKILL). A twin job (a duplicate submission) fails at once with a one-line
+    error instead of writing into the same directory. Only task 0 of a multi-task job takes it
+    (the other ranks of the same job are one writer)."""
+    if os.environ.get("SLURM_PROCID", "0") != "0":
+        yield Path(run_directory)
+        return
+    d = ensure_dir(Path(run_directory) if item is None else item_dir(run_directory, item))
+    path = d / ".writer.lock"
+    try:
+        fh = open(path, "a+")
+    except OSError as err:
+        raise storage_error(err, path, "cannot take the run's writer lock") from None
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            held = fh.read().strip()[:200]
+            raise LaunchError(f"{d}: another live job is writing this run ({held or 'holder unknown'}); this twin "
+                              "stops without touching it (`scaling status` shows the live one)") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}"
+                 f"{' (job ' + os.environ['SLURM_JOB_ID'] + ')' if os.environ.get('SLURM_JOB_ID') else ''}\n")
+        fh.flush()
+        try:
+            yield d
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 # -------------------------------------------------------------------------- manifest
 def read_manifest(sdir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The study's manifest.json, or None when the study was never launched."""
@@ -332,9 +442,41 @@ def read_manifest(sdir: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
     except ValueError as err:
         raise LaunchError(f"{path}: unreadable manifest ({err}); restore it or relaunch under a new name") from None
-    if data.get("version") != MANIFEST_VERSION:
-        raise LaunchError(f"{path}: manifest version {data.get('version')} unknown; this scaling reads {MANIFEST_VERSION}")
+    except OSError as err:
+        raise storage_error(err, path, "cannot read the manifest") from None
+    _check_manifest_shape(data, path)
     return data
+
+
+def _check_manifest_shape(data: Any, path: Path) -> None:
+    """A manifest is a mapping with version, study and runs (run id -> a mapping with paths):
+    anything else (a JSON list, a hand-edited file) is one line, never a traceback later."""
+    fix = "restore it from a backup, or relaunch under a new study name"
+
+    def bad(what: str) -> LaunchError:
+        return LaunchError(f"{path}: not a scaling manifest ({what}); {fix}")
+
+    if not isinstance(data, dict):
+        raise bad(f"a JSON {type(data).__name__}, not an object")
+    if data.get("version") != MANIFEST_VERSION:
+        raise LaunchError(f"{path}: manifest version {str(data.get('version'))[:40]} unknown; this scaling reads "
+                          f"{MANIFEST_VERSION}")
+    if not isinstance(data.get("runs"), dict):
+        raise bad("no 'runs' mapping")
+    for run_id, e in data["runs"].items():
+        if not isinstance(e, dict):
+            raise bad(f"runs.{str(run_id)[:60]} is a {type(e).__name__}, not an object")
+        paths = e.get("paths")
+        if not isinstance(paths, dict) or not all(isinstance(paths.get(k), str) for k in ("dir", "logs")):
+            raise bad(f"runs.{str(run_id)[:60]}.paths lacks dir/logs")
+        run_dir(path.parent, str(run_id))  # a safe '<size>/<stage>' id, else LaunchError
+        for key in ("item_ids", "item_attempts"):
+            if key in e and not isinstance(e[key], dict):
+                raise bad(f"runs.{str(run_id)[:60]}.{key} is not an object")
+        if "items" in e and not isinstance(e["items"], list):
+            raise bad(f"runs.{str(run_id)[:60]}.items is not a list")
+        if "job" in e and not isinstance(e["job"], dict):
+            raise bad(f"runs.{str(run_id)[:60]}.job is not an object")
 
 
 def new_manifest(study: str, executor: str) -> dict[str, Any]:
@@ -349,9 +491,12 @@ def update_manifest(sdir: str | os.PathLike[str], fn: Callable[[dict[str, Any]],
     ``fn`` mutates the manifest in place. ``create`` is the manifest to start from when none
     exists yet (else a missing manifest is an error).
     """
-    sdir = Path(sdir)
-    sdir.mkdir(parents=True, exist_ok=True)
-    with open(sdir / ".manifest.lock", "a+") as lk:
+    sdir = ensure_dir(sdir)
+    try:
+        lk = open(sdir / ".manifest.lock", "a+")
+    except OSError as err:
+        raise storage_error(err, sdir / ".manifest.lock") from None
+    with lk:
         fcntl.flock(lk.fileno(), fcntl.LOCK_EX)
         try:
             data = read_manifest(sdir)

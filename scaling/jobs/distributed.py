@@ -109,12 +109,19 @@ def accelerate_config(run: RunSpec, deepspeed_file: str | None) -> dict[str, Any
     if r.gpus_per_node == 0:
         return base | {"distributed_type": "NO", "num_processes": 1, "num_machines": 1,
                        "mixed_precision": "no", "use_cpu": True}
-    base |= {"mixed_precision": "bf16", "use_cpu": False, "gpu_ids": "all"}
+    base |= {"use_cpu": False, "gpu_ids": "all"}
     if r.nodes > 1:
         base |= {"main_process_ip": "127.0.0.1", "main_process_port": 29500}  # overridden per node
     if stage == 0:
-        return base | {"distributed_type": "MULTI_GPU" if procs > 1 else "NO"}
-    ds: dict[str, Any] = {"deepspeed_config_file": deepspeed_file, "zero3_init_flag": stage == 3}
+        return base | {"mixed_precision": "bf16", "distributed_type": "MULTI_GPU" if procs > 1 else "NO"}
+    # DeepSpeed: precision lives in the JSON only ("bf16": auto, filled from GRPOConfig.bf16).
+    # accelerate's DeepSpeedPlugin refuses a top-level mixed_precision next to
+    # deepspeed_config_file ("... the following accelerate config variables will be ignored").
+    # Multi-node: "standard" = torchrun on every node (one `accelerate launch` per Slurm task),
+    # not accelerate's default pdsh, which ssh-es to a hostfile and dumps the environment
+    # (tokens included) into ./.deepspeed_env.
+    ds: dict[str, Any] = {"deepspeed_config_file": deepspeed_file, "zero3_init_flag": stage == 3,
+                          "deepspeed_multinode_launcher": "standard"}
     if stage == 3 and run.model.num_experts > 0:
         block = MOE_BLOCKS.get(run.model.model_type)
         if block is None:

@@ -138,7 +138,7 @@ def sampling_params_dict(
     top_k: int,
     seed: int,
     stop_token_ids: Sequence[int] = (),
-    extra_args: dict[str, Any] | None = None,
+    logit_bias: dict[int, float] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of ``vllm.SamplingParams`` for one request (n=1, its own seed).
 
@@ -158,8 +158,8 @@ def sampling_params_dict(
     }
     if stop_token_ids:
         d["stop_token_ids"] = [int(t) for t in stop_token_ids]
-    if extra_args:
-        d["extra_args"] = dict(extra_args)
+    if logit_bias:
+        d["logit_bias"] = {int(t): float(v) for t, v in logit_bias.items()}
     return d
 
 
@@ -429,19 +429,9 @@ def _vllm_prompt(p: Prompt) -> Any:
     return p if isinstance(p, str) else {"prompt_token_ids": [int(t) for t in p]}
 
 
-def _intervention_extra_args(intervention: Any, prompt_ids: Sequence[int], think_start_id: int | None) -> dict | None:
-    if intervention is None:
-        return None
-    from .interventions import EXTRA_ARGS_KEY, thinking_open_after
-
-    args = intervention.to_dict()
-    args["thinking_open"] = thinking_open_after(
-        prompt_ids, think_start_id=think_start_id, think_end_id=intervention.think_end_id
-    )
-    return {EXTRA_ARGS_KEY: args}
-
-
-def _vllm_llm(model_path: str, *, seed: int, tensor_parallel: int, intervention: Any, max_model_len: int | None, dtype: str) -> Any:
+def _vllm_llm(model_path: str, *, seed: int, tensor_parallel: int, max_model_len: int | None, dtype: str) -> Any:
+    """The engine. No ``logits_processors``: interventions run as phases of plain requests
+    (``interventions.PhasedRequest``), which both of vLLM's model runners accept."""
     from vllm import LLM
 
     kwargs: dict[str, Any] = dict(
@@ -453,37 +443,76 @@ def _vllm_llm(model_path: str, *, seed: int, tensor_parallel: int, intervention:
     )
     if max_model_len:
         kwargs["max_model_len"] = int(max_model_len)
-    if intervention is not None:
-        from .interventions import VllmInterventionProcessor  # type: ignore[attr-defined]
-
-        kwargs["logits_processors"] = [VllmInterventionProcessor]
     return LLM(**kwargs)
 
 
+def phase_seed(seed: int, phase: int) -> int:
+    """The seed of phase ``phase`` of a request: its own seed first (an intervention that never
+    acts reproduces the plain sample), then derived ones."""
+    return int(seed) if phase == 0 else sample_seed(seed, "phase", int(phase))
+
+
+def _output_ids(o: Any) -> list[int]:
+    """A vLLM ``RequestOutput``'s completion ids, with the stop token that ended it appended
+    when vLLM left it out (a ``stop_token_ids`` hit is reported as ``stop_reason``)."""
+    c = o.outputs[0]
+    ids = [int(t) for t in c.token_ids]
+    reason = getattr(c, "stop_reason", None)
+    if c.finish_reason == "stop" and isinstance(reason, int) and (not ids or ids[-1] != reason):
+        ids.append(reason)
+    return ids
+
+
 def _vllm_run(llm: Any, tokenizer: Any, requests: list[Request], params: dict[str, Any], intervention: Any) -> list[tuple[list[int], bool]]:
-    """Run requests on one engine; (token_ids, stopped) per request, in order."""
+    """Run requests on one engine; (token_ids, stopped) per request, in order. With an
+    intervention, each round sends the next phase of every unfinished request in one batch."""
     from vllm import SamplingParams
 
+    from .interventions import PhasedRequest, thinking_open_after
+
+    prompt_ids = [
+        tokenizer.encode(r.prompt, add_special_tokens=False) if isinstance(r.prompt, str) else [int(t) for t in r.prompt]
+        for r in requests
+    ]
+    if intervention is None:
+        sps = [SamplingParams(**sampling_params_dict(seed=r.seed, **params)) for r in requests]
+        outs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sps, use_tqdm=False)
+        return [(_output_ids(o), o.outputs[0].finish_reason == "stop") for o in outs]
     think_start = tokenizer.convert_tokens_to_ids("<think>")
-    prompts, sps = [], []
-    for r in requests:
-        prompt_ids = tokenizer.encode(r.prompt, add_special_tokens=False) if isinstance(r.prompt, str) else list(r.prompt)
-        extra = _intervention_extra_args(intervention, prompt_ids, think_start)
-        prompts.append({"prompt_token_ids": [int(t) for t in prompt_ids]})
-        sps.append(SamplingParams(**sampling_params_dict(seed=r.seed, extra_args=extra, **params)))
-    outs = llm.generate(prompts, sps, use_tqdm=True)
-    return [(list(o.outputs[0].token_ids), o.outputs[0].finish_reason == "stop") for o in outs]
+    stops = list(params.get("stop_token_ids") or ())
+    states = [
+        PhasedRequest(
+            intervention, ids, max_tokens=params["max_tokens"], stop_ids=stops,
+            thinking_open=thinking_open_after(ids, think_start_id=think_start, think_end_id=intervention.think_end_id),
+        )
+        for ids in prompt_ids
+    ]
+    while True:
+        calls = [(k, st.next_call()) for k, st in enumerate(states)]
+        calls = [(k, c) for k, c in calls if c is not None]
+        if not calls:
+            break
+        sps, prompts = [], []
+        for k, c in calls:
+            kw = dict(params, max_tokens=c.max_tokens, stop_token_ids=[*stops, *c.extra_stop_ids])
+            seed = phase_seed(requests[k].seed, c.phase)
+            sps.append(SamplingParams(**sampling_params_dict(seed=seed, logit_bias=c.logit_bias, **kw)))
+            prompts.append({"prompt_token_ids": c.prompt_ids})
+        for (k, _), o in zip(calls, llm.generate(prompts, sps, use_tqdm=False)):
+            states[k].feed(_output_ids(o))
+    return [(st.out, st.finished) for st in states]
 
 
-def _replica_main(conn: Any, model_path: str, devices: str, kwargs: dict[str, Any]) -> None:  # pragma: no cover - GPU only
+def _replica_main(conn: Any, model_path: str, devices: str, kwargs: dict[str, Any]) -> None:
     """A data-parallel vLLM replica: its own GPUs, requests in, token ids out, until None."""
     os.environ["CUDA_VISIBLE_DEVICES"] = devices
     from .interventions import InterventionConfig
 
     inter = kwargs.pop("intervention")
     intervention = InterventionConfig.from_dict(inter) if inter else None
-    llm = _vllm_llm(model_path, intervention=intervention, **kwargs)
+    llm = _vllm_llm(model_path, **kwargs)
     tokenizer = llm.get_tokenizer()
+    conn.send("ready")
     while True:
         msg = conn.recv()
         if msg is None:
@@ -514,6 +543,11 @@ class VllmGenerator:
             raise JobError("eval.backend=vllm but vLLM is not installed; pip install 'scaling[gpu]' or set eval.backend=transformers") from exc
         from transformers import AutoTokenizer
 
+        if intervention is not None and intervention.mode == "stop_temperature" and intervention.stop_tau is not None:
+            raise JobError(
+                "eval.stop_tau: the temperature mode of stop_temperature needs a per-step logits processor, which "
+                "vLLM's CUDA model runner (V2) does not load; use eval.stop_gamma or eval.backend=transformers"
+            )
         self.intervention = intervention
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.stop_ids = stop_token_ids(self.tokenizer)
@@ -522,7 +556,7 @@ class VllmGenerator:
         self.llm = None
         kwargs = dict(seed=seed, tensor_parallel=tensor_parallel, max_model_len=max_model_len, dtype=dtype)
         if data_parallel <= 1:
-            self.llm = _vllm_llm(model_path, intervention=intervention, **kwargs)
+            self.llm = _vllm_llm(model_path, **kwargs)
             return
         import multiprocessing as mp
 
@@ -542,7 +576,17 @@ class VllmGenerator:
                 args=(child, model_path, devices, dict(kwargs, intervention=intervention.to_dict() if intervention else None)),
             )
             proc.start()
+            child.close()
             self.replicas.append((parent, proc))
+        for d, (conn, _) in enumerate(self.replicas):  # engine start-up errors surface here, not mid-run
+            self._recv(d, conn)
+
+    def _recv(self, d: int, conn: Any) -> Any:
+        try:
+            return conn.recv()
+        except (EOFError, OSError) as exc:
+            self.close()
+            raise JobError(f"vLLM data-parallel replica {d} died (see its log above); eval.backend=vllm") from exc
 
     def generate(
         self,
@@ -565,7 +609,7 @@ class VllmGenerator:
             shards = [requests[d :: len(self.replicas)] for d in range(len(self.replicas))]
             for (conn, _), shard in zip(self.replicas, shards):
                 conn.send(([(r.prompt_index, r.sample_index, r.prompt, r.seed) for r in shard], params))
-            results = [conn.recv() for conn, _ in self.replicas]
+            results = [self._recv(d, conn) for d, (conn, _) in enumerate(self.replicas)]
             order = {id(r): k for k, r in enumerate(requests)}
             raw = [None] * len(requests)  # type: ignore[list-item]
             for shard, res in zip(shards, results):

@@ -16,10 +16,16 @@ Two interventions from Paper B ("Making Small Language Models Efficient Reasoner
   ``max_thinking_tokens`` ``</think>`` is forced, followed by an answer cue, and the answer is
   capped at ``answer_tokens`` tokens after the forced end (then end-of-sequence is forced).
 
-The logic is a pure per-sequence state machine (``ThinkingController``: feed it each emitted
-token, ask it for the ``Action`` on the next logits) shared by two thin adapters: a
-transformers ``generate`` logits processor and a vLLM per-request processor (``extra_args``).
-torch and vLLM are imported inside functions only.
+Two implementations of the same settings:
+
+* transformers backend: a pure per-sequence state machine (``ThinkingController``: feed it each
+  emitted token, ask it for the ``Action`` on the next logits) behind a ``generate`` logits
+  processor (``HFInterventionProcessor``);
+* vLLM backend: ``PhasedRequest``, the interventions as phases of plain generation calls
+  (``SamplingParams.logit_bias`` and stop tokens), because vLLM's CUDA Model Runner V2 rejects
+  V1 logits processors (docs/evaluation.md, "vLLM backend").
+
+torch is imported inside functions only; this module never imports vLLM.
 """
 
 from __future__ import annotations
@@ -37,12 +43,12 @@ __all__ = [
     "HFInterventionProcessor",
     "apply_action",
     "thinking_open_after",
-    "EXTRA_ARGS_KEY",
+    "PhasedRequest",
+    "PhaseCall",
     "ANSWER_CUE",
     "WAIT_TEXT",
 ]
 
-EXTRA_ARGS_KEY = "scaling_intervention"  # vLLM SamplingParams.extra_args key
 WAIT_TEXT = "Wait"  # s1's continuation word
 ANSWER_CUE = "\n\nFinal answer: \\boxed{"  # after a forced </think> (labelled default, docs/evaluation.md)
 MODES = ("none", "stop_temperature", "budget_forcing")
@@ -275,46 +281,151 @@ class HFInterventionProcessor:
         return scores
 
 
-# ------------------------------------------------------------------------ vLLM adapter
-def _build_vllm_processor_class() -> type:
-    """vLLM's per-request adapter (``AdapterLogitsProcessor``), built on first access so this
-    module imports without vLLM. Requests opt in with ``extra_args={EXTRA_ARGS_KEY: {...}}``
-    (``InterventionConfig.to_dict()`` plus ``thinking_open``)."""
-    from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
+# ---------------------------------------------------------- engines without custom processors
+@dataclass(frozen=True)
+class PhaseCall:
+    """One generation call of a ``PhasedRequest``: continue ``prompt_ids`` (prompt + completion
+    so far) for at most ``max_tokens`` tokens, also stopping at ``extra_stop_ids``, with
+    ``logit_bias`` added to the raw logits (before temperature, like ``apply_action``)."""
 
-    class VllmInterventionProcessor(AdapterLogitsProcessor):
-        def is_argmax_invariant(self) -> bool:
+    prompt_ids: list[int]
+    max_tokens: int
+    phase: int  # 0, 1, ...: the caller derives the call's seed from the sample seed and this
+    extra_stop_ids: tuple[int, ...] = ()
+    logit_bias: dict[int, float] | None = None
+
+
+class PhasedRequest:
+    """The interventions as phases of plain generation calls, for an engine that takes no custom
+    logits processor (vLLM: both model runners accept ``SamplingParams.logit_bias`` and
+    ``stop_token_ids``; docs/evaluation.md says why this and not a processor).
+
+    * ``stop_temperature`` (gamma): phase 0 runs with ``logit_bias={</think>: log gamma}`` and
+      stops at ``</think>``; the rest runs without bias. Exactly "add log gamma to the
+      ``</think>`` logit while thinking is open", the distribution ``ThinkingController`` gives.
+      The tau mode depends on each step's row maximum and has no such form (refused on vLLM).
+    * ``budget_forcing`` (s1's own procedure): thinking phases stop at ``</think>`` and eos; a
+      stop sampled below ``min_thinking_tokens`` (with waits left) is dropped and "Wait"
+      appended, then generation continues; ``max_thinking_tokens`` caps the thinking phases, after
+      which ``</think>`` + the answer cue are appended and the answer is capped at
+      ``answer_tokens`` (then eos is appended). Token counts, the cap and the answer cap match
+      ``ThinkingController``; the trigger differs: s1 replaces a *sampled* stop, the transformers
+      processor replaces the stop when it is the *top* token (and suppresses it otherwise).
+
+    Usage: ``while (call := req.next_call()) is not None: req.feed(generate(call))``; ``feed``
+    takes the call's completion ids including the stop token that ended it. ``out`` is the
+    completion (forced tokens included, dropped stops excluded), ``finished`` whether it ended on a
+    stop token. The state lives outside the engine, so an engine-side preemption cannot reset it.
+    """
+
+    def __init__(self, config: InterventionConfig, prompt_ids: Sequence[int], *, max_tokens: int,
+                 stop_ids: Sequence[int], thinking_open: bool) -> None:
+        self.config = config
+        self.prompt = [int(t) for t in prompt_ids]
+        self.max_tokens = int(max_tokens)
+        self.stop_ids = frozenset(int(t) for t in stop_ids)
+        self.out: list[int] = []
+        self.thinking_open = thinking_open
+        self.thinking_tokens = 0
+        self.waits = 0
+        self.forced_end = False
+        self.after_end = 0
+        self.phase = 0
+        self.finished = False
+        self.done = False
+
+    @property
+    def remaining(self) -> int:
+        return self.max_tokens - len(self.out)
+
+    def _watching(self) -> bool:
+        """Does anything still depend on where thinking ends?"""
+        c = self.config
+        if not self.thinking_open:
             return False
+        if c.mode == "stop_temperature":
+            return c.stop_gamma != 1.0 or c.stop_tau is not None
+        if c.mode == "budget_forcing":
+            return c.max_thinking_tokens is not None or self._may_wait()
+        return False
 
-        def new_req_logits_processor(self, params: Any) -> Any:
-            args = (getattr(params, "extra_args", None) or {}).get(EXTRA_ARGS_KEY)
-            if not args:
-                return None
-            args = dict(args)
-            open_ = bool(args.pop("thinking_open", True))
-            ctl = ThinkingController(InterventionConfig.from_dict(args), thinking_open=open_)
-            end_id = ctl.config.think_end_id
-            consumed = [0]
+    def _may_wait(self) -> bool:
+        c = self.config
+        return self.thinking_tokens < c.min_thinking_tokens and self.waits < c.max_waits
 
-            def per_request(output_ids: list[int], logits: Any) -> Any:
-                if len(output_ids) > consumed[0]:
-                    ctl.observe_all(output_ids[consumed[0] :])
-                    consumed[0] = len(output_ids)
-                act = ctl.action(int(logits.argmax()))
-                return logits if act.is_noop else apply_action(act, logits, end_id)
+    def _append(self, tokens: Sequence[int]) -> None:
+        end = self.config.think_end_id
+        for t in tokens[: max(self.remaining, 0)]:
+            self.out.append(int(t))
+            if self.thinking_open:
+                self.thinking_tokens += 1
+                if t == end:
+                    self.thinking_open = False
+            elif self.forced_end:
+                self.after_end += 1
 
-            return per_request
+    def _force_end(self) -> None:
+        c = self.config
+        self.forced_end = True
+        self._append([c.think_end_id, *c.answer_ids])
 
-    VllmInterventionProcessor.__module__ = __name__
-    VllmInterventionProcessor.__qualname__ = "VllmInterventionProcessor"
-    return VllmInterventionProcessor
+    def next_call(self) -> PhaseCall | None:
+        """The next generation call, or None when the completion is complete."""
+        c = self.config
+        while not self.done:
+            if self.remaining <= 0:
+                self.done = True
+                break
+            cap, extra, bias = self.remaining, (), None
+            if self._watching():
+                extra = (c.think_end_id,)
+                if c.mode == "stop_temperature":
+                    if c.stop_tau is not None:
+                        raise ValueError("stop_temperature's tau mode needs a logits processor (transformers backend)")
+                    bias = {c.think_end_id: math.log(c.stop_gamma)}
+                elif c.max_thinking_tokens is not None:
+                    left = c.max_thinking_tokens - self.thinking_tokens
+                    if left <= 0:  # the thinking cap: force the end and the answer cue
+                        self._force_end()
+                        continue
+                    cap = min(cap, left)
+            elif self.forced_end:
+                left = c.answer_tokens - self.after_end
+                if left <= 0:  # the answer cap: force end of sequence
+                    if c.eos_id is not None:
+                        self._append([c.eos_id])
+                        self.finished = True
+                    self.done = True
+                    break
+                cap = min(cap, left)
+            return PhaseCall(self.prompt + self.out, cap, self.phase, extra, bias)
+        return None
 
-
-def __getattr__(name: str) -> Any:
-    # PEP 562: `scaling.jobs.interventions:VllmInterventionProcessor` resolves lazily, so vLLM
-    # workers can import it by name while CPU-only code never imports vLLM.
-    if name == "VllmInterventionProcessor":
-        cls = _build_vllm_processor_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def feed(self, tokens: Sequence[int]) -> None:
+        """The completion ids of the last ``next_call`` (including the stop token it ended on)."""
+        c = self.config
+        toks = [int(t) for t in tokens]
+        watching = self._watching()
+        self.phase += 1
+        last = toks[-1] if toks else None
+        if watching and c.mode == "budget_forcing" and last in (c.think_end_id, c.eos_id):
+            before = len(toks) - 1  # the stop was sampled after these thinking tokens
+            self._append(toks[:-1])
+            if before >= 0 and self._may_wait():  # s1: drop the stop, append "Wait", continue
+                self.waits += 1
+                self._append(c.wait_ids)
+                return
+            self._append([last])
+        else:
+            self._append(toks)
+        if last is not None and last in self.stop_ids:
+            self.finished, self.done = True, True
+        elif watching and last == c.think_end_id:
+            return  # thinking closed: the answer phase follows
+        elif watching and c.mode == "budget_forcing" and c.max_thinking_tokens is not None \
+                and self.thinking_tokens >= c.max_thinking_tokens:
+            return  # next_call forces the end
+        elif self.forced_end and self.after_end >= c.answer_tokens:
+            return  # next_call forces end of sequence
+        else:
+            self.done = True  # ran out of tokens

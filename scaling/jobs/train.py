@@ -13,7 +13,8 @@ Run it:  ``python -m scaling.jobs.train runs/<study>/<size>/train/run.yaml``  (t
 multi-GPU worker that ``accelerate launch`` starts; see jobs/distributed.py).
 
 Requeue contract: it always resumes from the newest ``checkpoints/checkpoint-*``; on SIGUSR1 or
-SIGTERM it finishes the current optimiser step, saves a checkpoint, then hands the signal to the
+SIGTERM (to any rank: the ranks agree on the stop step) it finishes the current optimiser step,
+saves a checkpoint, appends ``{step, signal, checkpoint}`` to ``stops.jsonl``, then hands the signal to the
 previous handler (submitit's, which requeues the job) — so a requeued job continues and ends
 with the same total number of steps.
 
@@ -59,12 +60,13 @@ def load_run(run_yaml: str | os.PathLike[str]) -> RunSpec:
 
 
 def world_size(run: RunSpec, device: str) -> int:
-    """Processes taking part: the launcher's WORLD_SIZE when set, else nodes × GPUs (1 on CPU)."""
-    if device != "cuda":
-        return 1
+    """Processes taking part: the launcher's WORLD_SIZE when set (torchrun sets it, also for a
+    CPU/gloo run under ``accelerate launch``), else nodes × GPUs (1 on CPU)."""
     env = os.environ.get("WORLD_SIZE")
     if env:
         return int(env)
+    if device != "cuda":
+        return 1
     return max(1, run.resources.nodes * max(1, run.resources.gpus_per_node))
 
 
@@ -347,10 +349,27 @@ def _callbacks(run: RunSpec, job_dir: Path) -> tuple[Any, Any]:
             self.received = signum
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.received is not None:
+            if self._any_rank_received(args):
+                if self.received is None:  # another rank heard it first: stop at the same step
+                    self.received = int(signal.SIGUSR1)
                 control.should_save = True
                 control.should_training_stop = True
             return control
+
+        def _any_rank_received(self, args) -> bool:
+            """Every rank must stop (and save, a collective) at the SAME step, though the signal
+            reaches each process at a slightly different time: one MAX all-reduce of a flag per
+            optimiser step (a few bytes; nothing next to a GRPO step)."""
+            flag = self.received is not None
+            import torch.distributed as dist
+
+            if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+                return flag
+            import torch
+
+            t = torch.tensor([1.0 if flag else 0.0], device=args.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            return bool(t.item() > 0)
 
         def uninstall(self) -> None:
             for sig, handler in self.previous.items():
@@ -505,6 +524,10 @@ def main(run_yaml: str) -> None:
         if stop_cb.received is None:
             stop_cb.uninstall()
     if stop_cb.received is not None:
+        if trainer.is_world_process_zero():  # a record of each graceful stop: step, signal, checkpoint
+            with open(job_dir / "stops.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": int(trainer.state.global_step), "signal": int(stop_cb.received),
+                                     "checkpoint": newest_checkpoint(job_dir)}) + "\n")
         stop_cb.hand_over()  # checkpoint saved; requeue (submitit) or exit
         return
     save_final_model(trainer, tokenizer, job_dir, Finetune(t.finetune or Finetune.full))

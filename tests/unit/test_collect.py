@@ -69,6 +69,25 @@ def test_collect_takes_active_and_total_params_from_plan(study: Path) -> None:
     assert st.size_order() == ["0_6b", "30b_a3b", "4b"]  # ordered by active params
 
 
+def test_size_order_follows_the_params_convention(study: Path) -> None:
+    """Issue 13: with --params total the MoE (30.5B total) comes last, not between 0.6B and 4B."""
+    st = collect(study)
+    assert st.size_order("active") == ["0_6b", "30b_a3b", "4b"]
+    assert st.size_order("total") == ["0_6b", "4b", "30b_a3b"]
+    assert [st.label(s) for s in st.size_order("total")] == ["0.6B", "4B", "30B-A3B"]
+
+
+def test_collect_reads_labels_and_variants_from_plan(tmp_path: Path) -> None:
+    root = write_synthetic_study(
+        tmp_path / "v", sizes={"4b_instruct_2507": (4e9, 4e9), "4b_thinking_2507": (4e9, 4e9)}, budgets=(1024,),
+        samples=1, problems=5, train_steps=0, labels={"4b_instruct_2507": "4B-Instruct-2507"},
+        variants={"4b_instruct_2507": "none", "4b_thinking_2507": "always"})
+    st = collect(root)
+    assert st.label("4b_instruct_2507") == "4B-Instruct-2507"
+    assert st.label("4b_thinking_2507") == "4B-thinking-2507"  # no label in the plan: from the key
+    assert (st.sizes["4b_instruct_2507"].variant, st.sizes["4b_thinking_2507"].variant) == ("none", "always")
+
+
 def test_collect_without_plan_parses_size_keys_and_says_so(study: Path) -> None:
     (study / "plan.json").unlink()
     st = collect(study)

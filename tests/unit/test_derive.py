@@ -6,6 +6,7 @@ the shipped Qwen3 plan (recipes/qwen3-ladder.yaml with its family swapped for th
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -246,3 +247,72 @@ def test_write_family_is_atomic_when_a_write_fails(tmp_path, monkeypatch):
     with pytest.raises(RecipeError, match="not a directory"):
         (tmp_path / "file").write_text("x")
         write_family({"family.yaml": ""}, tmp_path / "file")
+
+
+PIN_LINE = re.compile(r"^#   (?!\()(\S.*?)\s+# ")  # "#   key: value    # rule:..." (not the "(move under" note)
+
+
+def _pins(text: str) -> list[tuple[str, int, int | None]]:
+    """(section, line index of the pin, line index of its commented section header or None when
+    the section exists uncommented above) for every commented pin line of a derived size file."""
+    lines = text.splitlines()
+    out, section, header = [], None, None
+    for i, ln in enumerate(lines):
+        m = re.match(r"^# (train|curate|resources):$", ln)
+        n = re.match(r"^#   \(move under the (train|curate|resources): section above\)$", ln)
+        if m or n:
+            section, header = (m or n).group(1), (i if m else None)
+        elif section and PIN_LINE.match(ln):
+            out.append((section, i, header))
+        elif not ln.startswith("#   "):
+            section = None
+    return out
+
+
+@pytest.mark.parametrize("models", [["Qwen/Qwen3-8B"], ["Qwen/Qwen3-4B-Instruct-2507"], ["Qwen/Qwen3-30B-A3B"]])
+def test_every_pin_comment_is_valid_yaml_once_uncommented(tmp_path, hub_cache, capsys, models):
+    """docs/new-family.md: "uncomment it together with its section line". Each commented value,
+    uncommented that way (or moved under the section the file already has), loads as a recipe and
+    pins exactly that value, with the size file as its source."""
+    from scaling.recipe import load_study
+
+    fam_dir = tmp_path / "families" / "pins"
+    assert derive_command("pins", models, None, str(fam_dir)) == 0
+    size_file = next(p for p in fam_dir.glob("*.yaml") if p.stem != "family")
+    text = size_file.read_text()
+    pins = _pins(text)
+    sections = {s for s, _, _ in pins}
+    assert {"train", "curate", "resources"} <= sections, text
+    assert any("reward: {target_length:" in text.splitlines()[i] for _, i, _ in pins), text
+    study = tmp_path / "pins-study.yaml"
+    study.write_text(yaml.safe_dump({"include": ["method/efficient_reasoning.yaml"],
+                                     "study": {"name": "pins", "family": "pins", "sizes": [size_file.stem]},
+                                     "eval": {"benchmarks": ["math500"], "budgets": [2048, 4096]}}))
+    checked = 0
+    for section, i, header in pins:
+        lines = text.splitlines()
+        pin = lines[i][len("#   "):].split("  #")[0].strip()
+        if header is None:  # the section is in the file: the line goes under it
+            at = lines.index(f"{section}:")
+            lines.insert(at + 1, "  " + pin)
+        else:
+            lines[header] = f"{section}:"
+            lines[i] = "  " + pin
+        size_file.write_text("\n".join(lines) + "\n")
+        value = yaml.safe_load(f"{section}:\n  {pin}\n")[section]
+        st = load_study(study)
+        prov = st.size_provenance(size_file.stem)
+        resolved = st.config["sizes"][size_file.stem]
+        key, leaf, got = section, value, resolved[section]
+        while isinstance(leaf, dict) and len(leaf) == 1:
+            (k, leaf), = leaf.items()
+            key, got = f"{key}.{k}", got[k]
+        if isinstance(leaf, dict):  # resources.<stage>: {...}: every field pinned
+            assert {k: got[k] for k in leaf} == leaf, pin
+            key = f"{key}.{next(iter(leaf))}"
+        else:
+            assert got == leaf, (pin, got)
+        assert prov.get(key, "").endswith(f"{size_file.name}"), (pin, key, prov.get(key))
+        checked += 1
+        size_file.write_text(text)
+    assert checked == len(pins) >= 10

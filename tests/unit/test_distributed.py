@@ -119,3 +119,14 @@ def test_cpu_jobs_limit_torch_threads_to_their_planned_cores():
         assert limit_cpu_threads(gpu) == 0 and torch.get_num_threads() == 1  # GPU jobs: untouched
     finally:
         torch.set_num_threads(before)
+
+
+def test_deepspeed_configs_keep_precision_in_the_json_and_launch_with_torchrun_per_node(tmp_path):
+    """Issue 11 findings 1-2 (the real-accelerate check is tests/unit/test_accelerate_real_configs.py):
+    no top-level mixed_precision beside deepspeed_config_file; multi-node uses the standard launcher."""
+    for nodes in (1, 2):
+        cfg = load(write_accelerate_config(run_for("8b", nodes=nodes, zero=3), tmp_path / f"acc{nodes}.yaml"))
+        assert "mixed_precision" not in cfg
+        assert cfg["deepspeed_config"]["deepspeed_multinode_launcher"] == "standard"
+        ds = json.loads((tmp_path / f"acc{nodes}.deepspeed.json").read_text())
+        assert ds["bf16"] == {"enabled": "auto"}

@@ -47,9 +47,9 @@ def test_int_seed_derives_per_prompt_seeds_from_content():
 
 def test_sampling_params_dict_matches_vllm_keywords():
     d = sampling_params_dict(max_tokens=32768, temperature=0.6, top_p=0.95, top_k=20, seed=3, stop_token_ids=[7],
-                             extra_args={"k": 1})
+                             logit_bias={9: 2.5})
     assert d == {"n": 1, "max_tokens": 32768, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "seed": 3,
-                 "skip_special_tokens": False, "detokenize": False, "stop_token_ids": [7], "extra_args": {"k": 1}}
+                 "skip_special_tokens": False, "detokenize": False, "stop_token_ids": [7], "logit_bias": {9: 2.5}}
     greedy = sampling_params_dict(max_tokens=8, temperature=0.0, top_p=0.9, top_k=20, seed=0)
     assert greedy["top_k"] == -1 and greedy["top_p"] == 1.0
     assert sampling_params_dict(max_tokens=8, temperature=1.0, top_p=1.0, top_k=0, seed=0)["top_k"] == -1
@@ -126,3 +126,119 @@ def test_vllm_backend_without_vllm_is_a_clear_error():
 
     with pytest.raises(JobError, match="vLLM is not installed"):
         VllmGenerator("/nonexistent", seed=0)
+
+
+# ------------------------------------------- the vLLM contract (what CPU tests cannot show)
+class _SP:
+    """Records SamplingParams keywords; the real class is exercised in the vllm tier."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class _Out:
+    def __init__(self, ids, reason, stop_reason=None):
+        import types
+
+        self.outputs = [types.SimpleNamespace(token_ids=ids, finish_reason=reason, stop_reason=stop_reason)]
+
+
+class _LLM:
+    """Scripted engine: completion position t samples SCRIPT[t]; honours max_tokens and stops,
+    and reports a stop_token_ids hit as vLLM does (stop_reason = the token id)."""
+
+    SCRIPT = [11, 12, 9, 13, 4, 14, 15]
+    last: "_LLM | None" = None
+
+    def __init__(self, **kw):
+        self.kwargs, self.calls = kw, []
+        _LLM.last = self
+
+    def generate(self, prompts, params, use_tqdm=False):
+        self.calls.append((prompts, params))
+        outs = []
+        for p, sp in zip(prompts, params):
+            pos, ids = len(p["prompt_token_ids"]) - 2, []
+            while len(ids) < sp.max_tokens and pos + len(ids) < len(self.SCRIPT):
+                ids.append(self.SCRIPT[pos + len(ids)])
+                if ids[-1] in sp.stop_token_ids:
+                    outs.append(_Out(ids, "stop", ids[-1]))
+                    break
+            else:
+                outs.append(_Out(ids, "length"))
+        return outs
+
+
+class _Tok:
+    def encode(self, text, add_special_tokens=False):
+        return [1, 2]
+
+    def convert_tokens_to_ids(self, t):
+        return {"<think>": 8}.get(t)
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import sys
+    import types
+
+    mod = types.ModuleType("vllm")
+    mod.LLM, mod.SamplingParams = _LLM, _SP
+    monkeypatch.setitem(sys.modules, "vllm", mod)
+    return mod
+
+
+def test_vllm_engine_gets_no_logits_processor(fake_vllm):
+    """vLLM's CUDA Model Runner V2 rejects V1 logits processors at start-up
+    (v1/worker/gpu/sample/logits_processor/loader.py): LLM() must get none, with or without
+    an intervention; interventions travel as SamplingParams only."""
+    from scaling.jobs.generate import _vllm_llm
+
+    _vllm_llm("/m", seed=3, tensor_parallel=2, max_model_len=64, dtype="auto")
+    assert _LLM.last.kwargs == dict(model="/m", tensor_parallel_size=2, seed=3, enable_prefix_caching=True,
+                                    dtype="auto", max_model_len=64)
+
+
+def test_vllm_interventions_reach_sampling_params_as_logit_bias_and_stops(fake_vllm):
+    import math
+
+    from scaling.jobs.generate import Request, _vllm_run, phase_seed
+    from scaling.jobs.interventions import InterventionConfig
+
+    params = dict(max_tokens=6, temperature=0.6, top_p=0.95, top_k=20, stop_token_ids=[4])
+    llm = _LLM()
+    config = InterventionConfig(mode="stop_temperature", think_end_id=9, stop_gamma=4.0)
+    (ids, stopped), = _vllm_run(llm, _Tok(), [Request(0, 0, "p", 77)], params, config)
+    assert ids == [11, 12, 9, 13, 4] and stopped
+    (p0,), (p1,) = (c[1] for c in llm.calls)
+    assert p0.logit_bias == {9: pytest.approx(math.log(4.0))} and p0.stop_token_ids == [4, 9] and p0.seed == 77
+    assert not hasattr(p1, "logit_bias") and p1.stop_token_ids == [4] and p1.seed == phase_seed(77, 1) != 77
+    assert llm.calls[1][0] == [{"prompt_token_ids": [1, 2, 11, 12, 9]}] and p1.max_tokens == 3
+    assert all(not hasattr(p, "extra_args") and p.n == 1 for c in llm.calls for p in c[1])
+    # no intervention: one call per request, the request's own seed, nothing extra
+    llm = _LLM()
+    (ids, stopped), = _vllm_run(llm, _Tok(), [Request(0, 0, "p", 77)], params, None)
+    assert ids == [11, 12, 9, 13, 4] and stopped and len(llm.calls) == 1 and llm.calls[0][1][0].seed == 77
+
+
+def test_vllm_budget_forcing_appends_wait_and_forces_the_end(fake_vllm):
+    from scaling.jobs.generate import Request, _vllm_run
+    from scaling.jobs.interventions import InterventionConfig
+
+    params = dict(max_tokens=9, temperature=0.6, top_p=0.95, top_k=20, stop_token_ids=[4])
+    config = InterventionConfig(mode="budget_forcing", think_end_id=9, eos_id=4, min_thinking_tokens=5, max_waits=1,
+                                max_thinking_tokens=6, wait_ids=(30, 31), answer_ids=(40,), answer_tokens=3)
+    (ids, stopped), = _vllm_run(_LLM(), _Tok(), [Request(0, 0, "p", 5)], params, config)
+    # 11 12 [</think> sampled below 5: dropped, "Wait" appended] then the script from position 4:
+    # 4 = eos, but the one wait is used: eos ends it
+    assert ids == [11, 12, 30, 31, 4] and stopped
+
+
+def test_vllm_stop_tau_is_refused_with_a_clear_error(fake_vllm, monkeypatch):
+    from scaling.jobs import generate
+    from scaling.jobs.interventions import InterventionConfig
+
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: _Tok(), raising=False)
+    config = InterventionConfig(mode="stop_temperature", think_end_id=9, stop_tau=2.0)
+    with pytest.raises(JobError, match="stop_tau"):
+        generate.VllmGenerator("/m", seed=0, intervention=config)

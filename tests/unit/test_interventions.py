@@ -9,6 +9,7 @@ import pytest
 from scaling.jobs.interventions import (
     Action,
     InterventionConfig,
+    PhasedRequest,
     ThinkingController,
     thinking_open_after,
 )
@@ -104,7 +105,7 @@ def test_a_thinking_block_closed_in_the_prompt_is_respected():
     assert drive(ctl, [X, X, X]) == [X, X, X]
 
 
-def test_config_round_trips_through_vllm_extra_args():
+def test_config_round_trips_through_a_dict():
     c = bf(min_thinking_tokens=3, max_waits=2, max_thinking_tokens=9)
     assert InterventionConfig.from_dict(c.to_dict()) == c
 
@@ -123,3 +124,92 @@ def test_apply_action_on_a_logits_row():
     assert row[3].item() == float("-inf")
     apply_action(Action(force=1), row, 3)
     assert row.argmax().item() == 1 and row[0].item() == float("-inf")
+
+
+# ------------------------------------------------------------- PhasedRequest (the vLLM backend)
+PROMPT = [2, 3]
+STOPS = (EOS,)
+
+
+def run_phased(config: InterventionConfig, wants: list[int], *, max_tokens: int = 12, thinking_open: bool = True):
+    """A scripted engine: the token sampled at completion position t is wants[t]; a call stops at
+    max_tokens or after a stop / extra stop token (which it returns, as vLLM's ids do)."""
+    req = PhasedRequest(config, PROMPT, max_tokens=max_tokens, stop_ids=STOPS, thinking_open=thinking_open)
+    calls = []
+    while (call := req.next_call()) is not None:
+        calls.append(call)
+        assert call.prompt_ids[: len(PROMPT)] == PROMPT and call.max_tokens >= 1
+        pos, toks = len(call.prompt_ids) - len(PROMPT), []
+        while len(toks) < call.max_tokens and pos + len(toks) < len(wants):
+            toks.append(wants[pos + len(toks)])
+            if toks[-1] in (*STOPS, *call.extra_stop_ids):
+                break
+        req.feed(toks)
+    return req, calls
+
+
+SCRIPTS = [
+    [X, END, X, X, END, X, END, X, X, X, X, X],
+    [X, EOS, X, X, X, X, X, X, X, X, X, X],
+    [X] * 12,
+    [X, X, END, X, X, EOS, X, X, X, X, X, X],
+    [END, END, END, X, END, X, X, X, EOS, X, X, X],
+]
+CONFIGS = [
+    bf(min_thinking_tokens=6, max_waits=1),
+    bf(min_thinking_tokens=6, max_waits=3),
+    bf(max_thinking_tokens=4),
+    bf(min_thinking_tokens=3, max_waits=2, max_thinking_tokens=5),
+    bf(max_thinking_tokens=10),
+    InterventionConfig(mode="stop_temperature", think_end_id=END, stop_gamma=4.0),
+    InterventionConfig(mode="none", think_end_id=END),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("wants", SCRIPTS)
+def test_phased_requests_emit_what_the_controller_emits_when_the_sample_is_the_top_token(config, wants):
+    """Where the sampled token is the model's top token, s1's procedure (replace a sampled stop)
+    and the transformers processor (replace a top-ranked stop) coincide: same tokens, same
+    thinking/wait counts, same forced end and answer cap."""
+    ctl = ThinkingController(config)
+    expected = []
+    for want in wants:
+        if expected and expected[-1] in STOPS:
+            break
+        act = ctl.action(want)
+        tok = act.force if act.force is not None else want
+        ctl.observe(tok)
+        expected.append(tok)
+    req, _ = run_phased(config, wants)
+    assert req.out == expected
+    assert req.finished == (expected[-1] in STOPS)
+    assert (req.waits, req.forced_end, req.thinking_tokens) == (ctl.waits, ctl.forced_end, ctl.thinking_tokens)
+
+
+def test_phased_stop_temperature_biases_only_the_thinking_phase():
+    config = InterventionConfig(mode="stop_temperature", think_end_id=END, stop_gamma=1e4)
+    req, calls = run_phased(config, [X, X, END, X, X, EOS])
+    assert req.out == [X, X, END, X, X, EOS] and req.finished
+    assert calls[0].logit_bias == {END: pytest.approx(math.log(1e4))} and calls[0].extra_stop_ids == (END,)
+    assert calls[0].phase == 0 and calls[0].max_tokens == 12
+    assert calls[1].logit_bias is None and calls[1].extra_stop_ids == () and calls[1].phase == 1
+    assert calls[1].prompt_ids == PROMPT + [X, X, END] and calls[1].max_tokens == 9
+    # thinking closed in the prompt: one plain call, like no intervention at all
+    req, calls = run_phased(config, [X, END, X], thinking_open=False)
+    assert len(calls) == 1 and calls[0].logit_bias is None and calls[0].extra_stop_ids == ()
+
+
+def test_phased_budget_forcing_respects_the_token_limit_and_the_prefix_property():
+    config = bf(min_thinking_tokens=6, max_waits=3, max_thinking_tokens=8)
+    wants = [X, END, X, X, END, X, X, X, X, X, X, X, X, X]
+    full, _ = run_phased(config, wants, max_tokens=14)
+    for b in range(1, 14):
+        short, calls = run_phased(config, wants, max_tokens=b)
+        assert short.out == full.out[:b] and all(c.max_tokens <= b for c in calls)
+
+
+def test_phased_tau_mode_is_refused():
+    config = InterventionConfig(mode="stop_temperature", think_end_id=END, stop_tau=2.0)
+    with pytest.raises(ValueError, match="tau"):
+        run_phased(config, [X])

@@ -3,6 +3,7 @@ lock, status, resume, cancel, secrets. No subprocess, no Slurm."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
@@ -367,3 +368,240 @@ def test_with_several_local_slots_the_largest_size_starts_first(runs):
         create=sd.new_manifest("w", "debug"))
     L._drive(sdir, ex, plan.jobs, poll_s=0.0, parallel=2, weights=weights)
     assert ex.order == ["big/train", "small/train", "big/eval-trained"]  # dependencies still hold
+
+
+# ------------------------------------------------------------------ issue 14: reliability
+ROOT = Path(__file__).resolve().parents[2]
+CANARY = "canary-7d41e0b9c2"
+INJECTIONS = [  # (--set items, recipe text appended) that used to put an environment value in plan.json
+    (["train.dataset.prompt_suffix=${oc.env:SCALING_CANARY}"], ""),
+    (["train.max_steps=${oc.env:SCALING_CANARY_INT}"], ""),  # needs type conversion: the omegaconf path
+    (["train.dataset.prompt_suffix=${oc.env:SCALING_CANARY}", "train.max_steps=7"], ""),
+    ([], "sft: {dataset: {prompt_suffix: '${oc.env:SCALING_CANARY}'}, batch_size: '8'}\n"),
+    ([], "sizes: {0_1m: {train: {dataset: {source: '${oc.env:SCALING_CANARY}'}, max_steps: '3'}}}\n"),
+]
+
+
+@pytest.mark.parametrize("overrides, extra", INJECTIONS)
+def test_no_written_file_ever_holds_an_environment_value(tmp_path, monkeypatch, overrides, extra):
+    """Interpolation is refused (check/plan/launch), and whatever is accepted and launched
+    writes no environment value to plan.json, study.yaml, run.yaml, manifest or logs."""
+    from scaling.errors import RecipeError
+    from scaling.plan import make_plan
+    from scaling.recipe import load_study
+
+    monkeypatch.setenv("SCALING_CANARY", CANARY)
+    monkeypatch.setenv("SCALING_CANARY_INT", "918273645")
+    monkeypatch.setenv("HF_TOKEN", CANARY + "-hf")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("include: [tiny-ladder.yaml]\nstudy: {name: canary}\n" + extra)
+    monkeypatch.setenv("SCALING_RECIPES", str(ROOT / "recipes"))
+    runs = tmp_path / "runs"
+    try:
+        study = load_study(recipe, overrides=overrides, sizes=["0_1m"])
+    except RecipeError as err:
+        assert "interpolation is not allowed" in str(err) and CANARY not in str(err)
+        study = load_study(recipe, sizes=["0_1m"]) if not extra else None
+    if study is not None:
+        plan = make_plan(study)
+        ex = FakeScheduler()
+        assert L.launch(study, plan, executor=ex, runs_dir=runs, poll_s=0.0) == 0
+        ex.run_all = None  # nothing runs: the files launch writes are what matters here
+        written = [p for p in runs.rglob("*") if p.is_file()]
+        assert any(p.name == "plan.json" for p in written) and any(p.name == "run.yaml" for p in written)
+        for p in written:
+            data = p.read_bytes()
+            assert CANARY.encode() not in data and b"918273645" not in data, p
+
+
+def test_a_run_yaml_with_interpolation_is_refused_not_resolved(monkeypatch):
+    from scaling.errors import RecordError
+    from scaling.records import DatasetSpec, from_dict
+
+    monkeypatch.setenv("SCALING_CANARY", CANARY)
+    with pytest.raises(RecordError, match=r"prompt_suffix: '\$\{\.\.\.\}' interpolation is not allowed"):
+        from_dict(DatasetSpec, {"prompt_suffix": "${oc.env:SCALING_CANARY}", "max_rows": "5"})
+
+
+class NamedScheduler(FakeScheduler):
+    """FakeScheduler that can be asked for jobs by name, as squeue -n does on a cluster."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.names: dict[str, str] = {}
+
+    def submit(self, job, bodies, *, folder, after):
+        ids = super().submit(job, bodies, folder=folder, after=after)
+        for j in ids:
+            self.names[j] = job.name
+        return ids
+
+    def find_submitted(self, name, folder, since_ts):
+        return sorted(j for j, n in self.names.items() if n == name and self.state.get(j) in ("pending", "running"))
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL of the launcher (tests/slurm/test_submit_window.py kills it for real)."""
+
+
+def test_a_launcher_killed_inside_the_submit_window_never_causes_a_twin(runs):
+    class DiesAfterSubmit(NamedScheduler):
+        died = False
+
+        def submit(self, job, bodies, *, folder, after):
+            ids = super().submit(job, bodies, folder=folder, after=after)
+            if job.run_id == "a/train" and not self.died:  # the scheduler has it; the manifest does not
+                self.died = True
+                raise _Killed()
+            return ids
+
+    ex = DiesAfterSubmit()
+    plan = B.plan("w", [B.job("a/train", "ok", study="w"),
+                        B.job("a/eval-trained", "item", after=["a/train"], array=["x", "y"], study="w")])
+    with pytest.raises(_Killed):
+        _launch(plan, runs, ex)
+    assert sd.read_manifest(runs / "w")["runs"]["a/train"]["job_id"] is None  # the id never reached the manifest
+    assert L.resume("w", runs_dir=runs, executor=ex, poll_s=0.0) == 0
+    trains = [s for s in ex.submitted if s["run_id"] == "a/train"]
+    assert len(trains) == 1, ex.submitted  # adopted, not submitted again
+    m = sd.read_manifest(runs / "w")
+    assert m["runs"]["a/train"]["job_id"] == trains[0]["ids"][0] and "submitting" not in m["runs"]["a/train"]
+    assert m["runs"]["a/train"]["history"][-1].get("how") == "adopted"
+    dep = next(s for s in ex.submitted if s["run_id"] == "a/eval-trained")
+    assert dep["after"] == trains[0]["ids"]  # the dependent waits on the adopted job
+    ex.run_all()
+    states = L.refresh_states(runs / "w", sd.read_manifest(runs / "w"), ex)
+    assert all(s["state"] == "done" for s in states.values())
+
+
+def test_a_submission_the_scheduler_never_got_is_resubmitted_once(runs):
+    class DiesBeforeSubmit(NamedScheduler):
+        died = False
+
+        def submit(self, job, bodies, *, folder, after):
+            if job.run_id == "a/train" and not self.died:
+                self.died = True
+                raise _Killed()
+            return super().submit(job, bodies, folder=folder, after=after)
+
+    ex = DiesBeforeSubmit()
+    with pytest.raises(_Killed):
+        _launch(B.plan("w", [B.job("a/train", "ok", study="w")]), runs, ex)
+    assert L.resume("w", runs_dir=runs, executor=ex, poll_s=0.0) == 0
+    assert [s["run_id"] for s in ex.submitted] == ["a/train"]
+
+
+def test_a_submission_in_doubt_is_unknown_while_the_scheduler_cannot_answer(runs):
+    class Silent(NamedScheduler):
+        def find_submitted(self, name, folder, since_ts):
+            return None
+
+    ex = Silent()
+    _launch(B.plan("w", [B.job("a/train", "ok", study="w")]), runs, ex)
+    sd.update_manifest(runs / "w", lambda m: m["runs"]["a/train"].update(
+        {"submitting": {"name": "w.a.train", "items": [], "ts": 0.0}, "job_id": None}))
+    n = len(ex.submitted)
+    st = L.refresh_states(runs / "w", sd.read_manifest(runs / "w"), ex)["a/train"]
+    assert st["state"] == "unknown" and "in doubt" in st["detail"]
+    L.resume("w", runs_dir=runs, executor=ex, poll_s=0.0)
+    assert len(ex.submitted) == n  # never submitted while in doubt
+
+
+def test_local_liveness_is_pid_and_start_time(runs):
+    """A recycled pid (same number, another process) is not our job; the launcher stores the
+    start time of every local pid it submits."""
+
+    class FakeLocal(FakeScheduler):
+        name = "local"
+        handles_dependencies = False
+
+        def submit(self, job, bodies, *, folder, after):
+            self.submitted.append({"run_id": job.run_id})
+            return [str(os.getpid())]  # pretend the job is this very process
+
+        def states(self, job_ids, folders):  # what submitit's local executor judges: the pid exists
+            return {j: {"state": "running" if sd.pid_alive(int(j)) else "ended"} for j in job_ids}
+
+    ex = FakeLocal()
+    plan = B.plan("p", [B.job("a/train", "ok", study="p")])
+    sdir = runs / "p"
+    sd.update_manifest(sdir, lambda m: m["runs"].__setitem__("a/train", sd.run_entry(sdir, "a/train")),
+                       create=sd.new_manifest("p", "local"))
+    L._submit_one(sdir, ex, plan.jobs[0], [], [])
+    e = sd.read_manifest(sdir)["runs"]["a/train"]
+    assert e["pid_starts"] == {str(os.getpid()): sd.pid_start_time(os.getpid())}
+    assert L.refresh_states(sdir, sd.read_manifest(sdir), ex)["a/train"]["state"] == "running"
+    sd.update_manifest(sdir, lambda m: m["runs"]["a/train"]["pid_starts"].update({str(os.getpid()): 12345}))
+    st = L.refresh_states(sdir, sd.read_manifest(sdir), ex)["a/train"]
+    assert st["state"] == "failed" and "another process" in st["detail"]
+
+
+def test_resume_cleans_temporary_files_a_sigkill_left(runs):
+    import time as _t
+
+    ex = FakeScheduler()
+    _launch(B.plan("t", [B.job("a/train", "boom", study="t")]), runs, ex)
+    ex.run_all()
+    torn = runs / "t" / "a" / "train" / ".records.parquet.x1y2.tmp"
+    torn.write_text("torn")
+    os.utime(torn, (_t.time() - 120, _t.time() - 120))
+    top = runs / "t" / ".manifest.json.z9.tmp"
+    top.write_text("torn")
+    os.utime(top, (_t.time() - 3600, _t.time() - 3600))
+    L.resume("t", runs_dir=runs, executor=ex, poll_s=0.0)
+    assert not torn.exists() and not top.exists()
+
+
+def test_a_full_disk_during_launch_is_one_line_and_relaunch_completes_it(tmp_path, monkeypatch, capsys):
+    """ENOSPC at the manifest write (after study.yaml, plan.json, run.yaml): exit 2, one line,
+    no temporary file, no half-written file; resume says what happened; relaunch submits."""
+    import errno
+
+    from scaling.cli import main
+
+    runs = tmp_path / "runs"
+    recipe = str(ROOT / "recipes" / "tiny-ladder.yaml")
+    real = os.replace
+
+    def full(src, dst, *a, **kw):
+        if str(dst).endswith("manifest.json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", full)
+    code = main(["launch", recipe, "--sizes", "0_1m", "--runs-dir", str(runs), "--executor", "debug"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "ENOSPC" in err and "manifest.json" in err, err
+    monkeypatch.setattr(os, "replace", real)
+    sdir = runs / "tiny-ladder"
+    assert not list(sdir.rglob("*.tmp")) and not (sdir / sd.MANIFEST).exists()
+    assert json.loads((sdir / sd.PLAN_JSON).read_text())["study"] == "tiny-ladder"  # complete, not torn
+    assert main(["resume", "tiny-ladder", "--runs-dir", str(runs)]) == 2
+    assert "launch stopped before submitting anything" in capsys.readouterr().err
+    from scaling.plan import make_plan
+    from scaling.recipe import load_study
+
+    study = load_study(recipe, sizes=["0_1m"])
+    ex = FakeScheduler()
+    assert L.launch(study, make_plan(study), executor=ex, runs_dir=runs, poll_s=0.0) == 0
+    assert len(ex.submitted) == len(make_plan(study).jobs)
+
+
+@pytest.mark.parametrize("code", ["EROFS", "EACCES"])
+def test_a_read_only_runs_dir_is_one_line(tmp_path, monkeypatch, capsys, code):
+    """Root ignores chmod and this machine cannot mount a read-only tmpfs (no CAP_SYS_ADMIN), so
+    the refusal is injected at mkdir, the first system call a launch makes in --runs-dir."""
+    import errno
+
+    from scaling.cli import main
+
+    num = getattr(errno, code)
+
+    def ro(path, *a, **kw):
+        raise OSError(num, os.strerror(num), str(path))
+
+    monkeypatch.setattr(os, "mkdir", ro)
+    rc = main(["launch", str(ROOT / "recipes" / "tiny-ladder.yaml"), "--sizes", "0_1m", "--runs-dir",
+               str(tmp_path / "runs"), "--executor", "debug"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and code in err and "Traceback" not in err, err

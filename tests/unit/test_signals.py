@@ -105,7 +105,8 @@ def test_length_collapse_is_flagged_when_trained_stops_gaining_with_budget() -> 
               _bm("8b", "trained", 2048, 0.45), _bm("8b", "trained", 32768, 0.47)])
     alerts = find_alerts(ms)
     assert [a.kind for a in alerts] == ["length_collapse"]
-    assert "+0.020" in alerts[0].message and "+0.400" in alerts[0].message
+    # accuracy gains in points (issue 13: units), not fractions
+    assert "+2.0 pt" in alerts[0].message and "+40.0 pt" in alerts[0].message
 
 
 def test_no_collapse_when_trained_keeps_gaining() -> None:
@@ -148,3 +149,14 @@ def test_wider_band_means_earlier_transition(tol) -> None:
     base = detect_phases(t, L).transition_step
     other = detect_phases(t, L, tol_frac=tol).transition_step
     assert (other > base) if tol < 0.1 else (other < base)
+
+
+def test_warnings_name_sizes_by_their_label() -> None:
+    """Issue 13: warnings said `0_6b` while the tables said `0.6B`; one label per size everywhere."""
+    ms = _ms([_bm("0_6b", "base", 2048, 0.2, n=10), _bm("0_6b", "base", 32768, 0.3, n=10)])
+    ms.checkpoints = ["base"]
+    ph = detect_phases(np.arange(200), 10000.0 - 40.0 * np.arange(200), size="0_6b")
+    alerts = find_alerts(ms, None, [ph], labels={"0_6b": "0.6B"})
+    assert sorted(a.kind for a in alerts) == ["few_samples", "no_plateau"]
+    assert all(a.message.startswith("0.6B ") and "0_6b" not in a.message for a in alerts)
+    assert all(a.size == "0_6b" for a in alerts)  # the key stays machine-readable

@@ -210,3 +210,80 @@ def test_no_warning_is_raised_by_importing_and_describing():
         ex = S.SubmititExecutor("local", CPU)
         desc = ex.describe(CASES["cpu_curate"][0], items=[], after=[], folder=Path("/r/s/a/t/logs"))
     assert desc["executor"] == "local"
+
+
+_LAUNCHER = """
+import subprocess, sys
+worker = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], start_new_session=True)
+sys.exit(worker.wait())
+"""
+_WORKER = """
+import pathlib, signal, sys, time
+got = []
+signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))
+pathlib.Path(sys.argv[1] + ".ready").write_text("1")
+for _ in range(400):
+    if got:
+        pathlib.Path(sys.argv[1]).write_text("saved")
+        sys.exit(0)
+    time.sleep(0.05)
+sys.exit(3)
+"""
+
+
+def test_preemption_signal_reaches_workers_in_their_own_session(tmp_path, monkeypatch):
+    """The shape of ``accelerate launch``: a launcher without a SIGUSR1 handler whose worker runs in
+    a new session (torchrun's start_new_session=True). Slurm's warning signal to the job body must
+    reach the worker (which saves and exits 0) and must not kill the launcher (issue 11, finding 4:
+    signalling the launcher's process group killed the launcher and missed the worker)."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    import yaml
+
+    from scaling.jobs import multinode
+    from scaling.records import ModelFacts, RunSpec, Stage, to_dict
+
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(yaml.safe_dump(to_dict(RunSpec(study="s", run_id="a/train", size="a", stage=Stage.train,
+                                                       model=ModelFacts(size="a"), model_source="x"))))
+    out = tmp_path / "saved"
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    monkeypatch.setattr(multinode, "worker_processes", lambda *a, **k: [
+        ("worker", [sys.executable, "-c", _LAUNCHER, _WORKER, str(out)], {})])
+    body = S.CheckpointableBody("scaling.jobs.train:main", str(run_yaml), None)
+
+    def warn() -> None:  # what Slurm's --signal does to the job's processes (the launcher ignores it)
+        deadline = time.monotonic() + 30
+        while not Path(str(out) + ".ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.getsignal(signal.SIGUSR2)
+    signal.signal(signal.SIGUSR2, lambda s, f: None)  # stands in for submitit's handler
+    try:
+        threading.Thread(target=warn, daemon=True).start()
+        assert body() is None  # the launcher exited 0: its worker saved and exited cleanly
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert out.read_text() == "saved"
+
+
+def test_descendants_walks_the_whole_tree(tmp_path):
+    import sys
+    import time
+
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], " \
+           "start_new_session=True); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while not S.descendants(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kids = S.descendants(proc.pid)
+        assert len(kids) == 1 and kids[0] != proc.pid
+    finally:
+        assert S.signal_tree(proc.pid, 9) == [proc.pid, *kids]
+        proc.wait(timeout=10)

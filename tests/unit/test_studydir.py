@@ -146,3 +146,133 @@ def test_study_dir_resolves_names_and_paths(tmp_path):
         sd.study_dir("Bad Name", tmp_path)
     (tmp_path / "x").mkdir()
     assert sd.study_dir(str(tmp_path / "x"), "runs") == tmp_path / "x"
+
+
+# ------------------------------------------------------------------ issue 14: reliability
+import errno  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from scaling.errors import ScalingError, StorageError  # noqa: E402
+
+
+def _fail_with(monkeypatch, func: str, code: int):
+    """Make ``os.<func>`` raise ``code`` (ENOSPC/EROFS) inside this process: a full or read-only
+    disk without root (a tmpfs mount or a read-only bind mount needs CAP_SYS_ADMIN, and chmod
+    does not stop root), at the system call atomic_path really uses."""
+    real = getattr(os, func)
+
+    def boom(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(args[0]) if args else None)
+
+    monkeypatch.setattr(os, func, boom)
+    return real
+
+
+@pytest.mark.parametrize("func, code", [("fsync", errno.ENOSPC), ("replace", errno.ENOSPC), ("replace", errno.EROFS)])
+def test_a_full_or_read_only_disk_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, func, code):
+    target = tmp_path / "plan.json"
+    target.write_text("old\n")
+    _fail_with(monkeypatch, func, code)
+    with pytest.raises(StorageError) as info:
+        sd.atomic_write_text(target, "new\n")
+    monkeypatch.undo()
+    msg = str(info.value)
+    assert "\n" not in msg and str(target) in msg and errno.errorcode[code] in msg
+    assert isinstance(info.value, OSError)  # callers that handle OSError keep working
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+
+
+def test_mkdir_errors_name_the_path_and_the_fix(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StorageError, match=r"afile/study: cannot create the directory: .*ENOTDIR.*a file stands"):
+        sd.ensure_dir(tmp_path / "afile" / "study")
+    with pytest.raises(StorageError, match="is a directory; give a file name"):
+        sd.atomic_write_text(tmp_path, "x")
+    with pytest.raises(StorageError, match="ENAMETOOLONG"):
+        sd.atomic_write_text(tmp_path / ("n" * 300), "x")
+
+
+def test_a_300_character_study_name_is_refused_in_one_line():
+    with pytest.raises(LaunchError, match=r"at most 64 characters") as info:
+        sd.safe_name("a" * 300)
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("text, why", [
+    ("[1, 2]", "a JSON list"), ('{"version": 1}', "no 'runs' mapping"), ('"x"', "a JSON str"),
+    ('{"version": 1, "study": "s", "runs": {"a/b": []}}', "runs.a/b is a list"),
+    ('{"version": 1, "study": "s", "runs": {"a/b": {"paths": {}}}}', "paths lacks dir/logs"),
+    ('{"version": 1, "study": "s", "runs": {"../x": {"paths": {"dir": "a", "logs": "b"}}}}', "<size>/<stage>"),
+])
+def test_a_manifest_of_the_wrong_shape_is_one_line(tmp_path, text, why):
+    (tmp_path / sd.MANIFEST).write_text(text)
+    with pytest.raises(LaunchError) as info:
+        sd.read_manifest(tmp_path)
+    assert why in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pid_liveness_uses_the_start_time(tmp_path):
+    me = os.getpid()
+    start = sd.pid_start_time(me)
+    assert start is not None and start == sd.pid_start_time(me)
+    assert sd.pid_alive(me, start) and not sd.pid_alive(me, start + 1)  # a recycled pid is another process
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert not sd.pid_alive(proc.pid, None) or sd.pid_start_time(proc.pid) != start
+
+
+def test_a_lock_whose_pid_was_recycled_is_stale(tmp_path):
+    rec = {"pid": os.getpid(), "pid_start": sd.pid_start_time(os.getpid()) - 1, "host": socket.gethostname(),
+           "command": "launch", "since": time.time()}
+    assert sd.lock_is_stale(rec)
+    rec["pid_start"] += 1
+    assert not sd.lock_is_stale(rec)
+
+
+def test_stale_temporary_files_are_cleaned_and_fresh_ones_kept(tmp_path):
+    old = tmp_path / "8b" / "train" / ".records.parquet.abc123.tmp"
+    old.parent.mkdir(parents=True)
+    old.write_text("torn")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh = tmp_path / ".manifest.json.def456.tmp"
+    fresh.write_text("being written")
+    keep = tmp_path / "8b" / "train" / "records.parquet"
+    keep.write_text("data")
+    os.utime(keep, (time.time() - 7200, time.time() - 7200))
+    assert sd.clean_stale_tmp(tmp_path, recursive=True) == 1
+    assert not old.exists() and fresh.exists() and keep.exists()
+
+
+def test_a_run_refuses_a_second_live_writer(tmp_path):
+    inside = threading.Event()
+    release = threading.Event()
+
+    def first():
+        with sd.writer_lock(tmp_path / "8b" / "sft"):
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert inside.wait(10)
+    try:
+        with pytest.raises(LaunchError, match="another live job is writing this run"):
+            with sd.writer_lock(tmp_path / "8b" / "sft"):
+                pass
+        with sd.writer_lock(tmp_path / "8b" / "sft", "math500"):  # another item is another writer
+            pass
+    finally:
+        release.set()
+        t.join()
+    with sd.writer_lock(tmp_path / "8b" / "sft"):  # released when the holder ends
+        pass
+
+
+def test_storage_errors_are_scaling_errors():
+    err = OSError(errno.ENOSPC, "No space left on device", "/x")
+    from scaling.errors import storage_error
+
+    out = storage_error(err, "/x/plan.json")
+    assert isinstance(out, ScalingError) and out.exit_code == 2 and "free space" in str(out)
