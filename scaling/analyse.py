@@ -324,6 +324,16 @@ def match_reference(an: StudyAnalysis, entries: Sequence[RefEntry]) -> tuple[lis
 
 
 # ----------------------------------------------------------------------------- analyse
+def _ref(path: Any) -> str:
+    """How a printed hint names the study so that it runs as printed (``--runs-dir`` when the
+    study is not under ./runs): ``launch.study_ref``."""
+    from pathlib import Path
+
+    from .launch import study_ref
+
+    return study_ref(Path(path))
+
+
 def analyse(
     study: str | Path,
     *,
@@ -350,7 +360,7 @@ def analyse(
 
         raise RecordError(
             f"{st.path}: no evaluation records with a DONE marker ({len(st.skipped)} unfinished outputs); "
-            f"run `scaling status {st.name}` and `scaling resume {st.name}`"
+            f"run `scaling status {_ref(st.path)}` and `scaling resume {_ref(st.path)}`"
         )
     ref_entries: list[RefEntry] = []
     ref_path = default_reference(st.name) if reference is None else (Path(reference) if reference else None)
@@ -376,7 +386,7 @@ def analyse(
     labels = {s: st.label(s) for s in st.sizes}
     alerts = find_alerts(ms, st.signals, phases, labels=labels)
     for s in st.skipped:
-        alerts.append(Alert(kind="missing", message=f"{s}: no DONE marker; not included (run `scaling resume {st.name}`)"))
+        alerts.append(Alert(kind="missing", message=f"{s}: no DONE marker; not included (run `scaling resume {_ref(st.path)}`)"))
     an = StudyAnalysis(
         name=st.name, path=st.path, study=st, ms=ms, fits=fits, phases=phases, alerts=alerts,
         convention=convention, failures=failures, variants=groups,

@@ -2,13 +2,15 @@
 
     scaling check   RECIPE [--set k=v ...] [--sizes 0.6B,8b]    validate a recipe
     scaling plan    RECIPE [--set ...] [--sizes ...] [--profile P] [--json OUT] [--explain SIZE]
-    scaling launch  RECIPE [--set ...] [--sizes ...] [--executor slurm|local|debug] [--dry-run] [--wait]
-    scaling status  STUDY [--watch]
-    scaling resume  STUDY [--wait]
-    scaling cancel  STUDY
+    scaling launch  RECIPE [--set ...] [--sizes ...] [--executor slurm|local|debug] [--runs-dir DIR]
+                    [--dry-run] [--wait] [--no-report] [--force]
+    scaling status  STUDY [--runs-dir DIR] [--watch] [--wide]
+    scaling resume  STUDY [--runs-dir DIR] [--executor ...] [--dry-run] [--wait] [--no-report]
+    scaling cancel  STUDY [--runs-dir DIR]
     scaling report  STUDY [STUDY ...] [--predict 70b] [-o DIR]
     scaling recipe derive --family NAME --model ID_OR_PATH [--model ...] [-o DIR] [--force]
     scaling prefetch RECIPE
+    scaling --version                                            torch/transformers/trl/... versions
 
 Every stage is imported lazily inside its command, so `scaling --help` and `scaling plan`
 never import torch, transformers, trl, vllm or matplotlib. A ``ScalingError`` (and an OSError
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .errors import ScalingError
 
@@ -152,11 +155,26 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
     return prefetch(plan, cache_dir=args.cache_dir)
 
 
+class _VersionAction(argparse.Action):
+    """``scaling --version``: package metadata only (no heavy imports), then exit 0."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from .versions import version_text
+
+        print(version_text())
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scaling",
         description="Efficient-reasoning scaling studies: recipe -> plan -> jobs -> records -> fits -> report.",
     )
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of scaling, torch, transformers, trl, accelerate, peft, vllm, deepspeed")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="validate a recipe and its plan")

@@ -52,10 +52,13 @@ def _color(arm: str, j: int) -> str:
 
 
 def _params_axis(ax: Any, convention: str) -> None:
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo / 1.15, hi * 1.6)  # room for the point labels right of the largest size
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e9:g}B" if v >= 1e8 else f"{v / 1e6:g}M"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"parameters ({convention})", fontsize=8)
 
 
@@ -83,7 +86,7 @@ def headline(ans: list[StudyAnalysis], bench: str) -> bytes:
     from .fit import trend_curve
 
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 3.9), squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 3.9), squeeze=False)
     for ax, (metric, name, unit, scale) in zip(axes[0], EFFECTS):
         ax.axhline(0, color="0.6", lw=0.8)
         for si, an in enumerate(ans):
@@ -142,8 +145,9 @@ def headline(ans: list[StudyAnalysis], bench: str) -> bytes:
         ax.set_title(f"{bench}: {name}, trained vs base", fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=6.5, loc="best")
+        if ax.has_data():  # beside the axes: inside, it hides labelled points
+            ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.subplots_adjust(wspace=0.75)
     return _png(fig)
 
 
@@ -247,8 +251,8 @@ def size_trends(ans: list[StudyAnalysis], bench: str, predict: Sequence[str]) ->
         ax.set_title(f"{bench}: {title}", fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=6)
+        if ax.has_data():  # below the axes: inside, it hides labelled points
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     return _png(fig)
 
 

@@ -62,6 +62,7 @@ BOUNDS = {
     "accuracy_auc": (0.0, 1.0),
     "accuracy_change": (-1.0, 1.0),
     "length_reduction_frac": (-math.inf, 1.0),
+    "length_change_frac": (-1.0, math.inf),
     "tokens_mean": (0.0, math.inf),
     "tokens_median": (0.0, math.inf),
     "tokens_correct_mean": (0.0, math.inf),

@@ -15,14 +15,23 @@ What it does and why it looks like this:
   re-import of ``__main__``, works from threads and daemon processes). Each sample has a
   wall-clock deadline enforced by the parent; on a timeout or a crash the worker is killed and
   restarted and the sample is graded ``timeout`` / ``error``. Inside the worker math-verify's
-  own signal limits stay on as a second bound.
+  own signal limits stay on as a second bound. The restart is counted: after the first timeout a
+  spare worker warms up in the background and takes over at the next one, so a batch with k
+  timeouts takes at most ``k x timeout_s`` + the other samples' grading + ``BATCH_OVERHEAD``
+  (two worker start-ups: the first start and the first restart), as long as one start-up takes
+  less than ``timeout_s`` (about 1-2 s here; else each timeout adds the difference).
+  tests/unit/test_grade.py measures it.
+* Golds are parsed as math-verify's README does, inside ``$...$`` (``gold_text``); an escaped
+  dollar (``\\$18.90``) is a currency sign, not a delimiter. A gold that math-verify cannot
+  parse at all grades ``error`` (a data problem), never ``wrong``.
 * Inputs are capped before they reach the parser (the last ``MAX_ANSWER_CHARS`` characters of the
   answer region, brace nesting at most ``MAX_BRACE_DEPTH``), so megabytes of output, deeply
   nested LaTeX or binary garbage are graded wrong, never crash or hang a job.
 * ``kind="choice"`` (GPQA) extracts a letter A-D (``\\boxed{C}``, ``Answer: (C)``, a final
   letter) with bounded regular expressions in-process and compares it with the gold letter.
 
-Status values: ``ok`` (correct) | ``wrong`` | ``no_answer`` | ``timeout`` | ``error`` | ``truncated``.
+Status values: ``ok`` (correct) | ``wrong`` | ``no_answer`` | ``timeout`` | ``error`` (the worker
+crashed, nesting too deep, or the gold is unparseable) | ``truncated``.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["Grade", "grade", "grade_many", "answer_region", "extract_choice", "shutdown_worker"]
+__all__ = ["Grade", "grade", "grade_many", "answer_region", "extract_choice", "gold_text", "shutdown_worker"]
 
 MAX_ANSWER_CHARS = 4000  # the tail of the answer region that is parsed (a final answer sits at the end)
 MAX_BRACE_DEPTH = 40  # deeper LaTeX nesting is graded "error" without parsing
@@ -122,6 +131,19 @@ def _grade_choice(region: str, gold: str) -> Grade:
     return Grade(ok, "ok" if ok else "wrong", letter)
 
 
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def gold_text(gold: str) -> str:
+    """How a gold answer is handed to math-verify's ``parse``: inside ``$...$`` (what its README
+    does, and what "math-verify called directly" means in tests/unit/test_grade.py), unless the
+    gold already carries math delimiters (an unescaped ``$`` or ``\\boxed``). An escaped dollar
+    (MATH-500's ``\\$18.90``) is a currency sign, not a delimiter: the gold is still wrapped."""
+    if "\\boxed" in gold or _UNESCAPED_DOLLAR.search(gold):
+        return gold
+    return f"${gold}$"
+
+
 # ----------------------------------------------------------------------- worker (child side)
 def _serve() -> None:  # pragma: no cover - runs in the child process (tested through grade_many)
     """Worker loop: read one JSON task per line on stdin, answer one JSON line on stdout."""
@@ -137,18 +159,23 @@ def _serve() -> None:  # pragma: no cover - runs in the child process (tested th
     out.flush()
     for line in sys.stdin:
         task = json.loads(line)
-        limit = max(1, int(task.get("t", 5)))
+        # math-verify's own (signal) limits sit 1 s past the parent's deadline, so the parent
+        # decides every timeout: verify() returns a silent False when its own limit fires, which
+        # would grade a sample that ran out of time "wrong" instead of "timeout"
+        limit = max(1, int(-(-float(task.get("t", 5)) // 1))) + 1
         try:
             gold = task["gold"]
             parsed_gold = golds.get(gold)
             if parsed_gold is None:
-                text = gold if ("$" in gold or "\\boxed" in gold) else f"${gold}$"
-                parsed_gold = parse(text, parsing_timeout=limit) or parse(gold, parsing_timeout=limit)
+                parsed_gold = parse(gold_text(gold), parsing_timeout=limit) or parse(gold, parsing_timeout=limit)
                 if len(golds) > 10000:
                     golds.clear()
                 golds[gold] = parsed_gold
             pred = parse(task["resp"], parsing_timeout=limit)
-            if not pred:
+            if not parsed_gold:  # the gold itself cannot be parsed: not the model's fault
+                reply = {"status": "error", "answer": str(pred[1] if len(pred) > 1 else pred[0])[:MAX_ANSWER_REPORT_CHARS]
+                         if pred else "", "correct": False, "detail": "gold answer not parseable"}
+            elif not pred:
                 reply = {"status": "no_answer", "answer": "", "correct": False}
             else:
                 shown = str(pred[1] if len(pred) > 1 else pred[0])[:MAX_ANSWER_REPORT_CHARS]
@@ -165,16 +192,22 @@ def _serve() -> None:  # pragma: no cover - runs in the child process (tested th
 
 # ---------------------------------------------------------------------- worker (parent side)
 class _Worker:
-    """A persistent math-verify child with per-task deadlines. Not thread-safe: use ``_LOCK``."""
+    """A persistent math-verify child with per-task deadlines. Not thread-safe: use ``_LOCK``.
 
-    def __init__(self) -> None:
+    ``wait=False`` starts the process and returns at once (a spare warming up in the
+    background); ``wait_ready`` then waits for its ready line."""
+
+    def __init__(self, wait: bool = True) -> None:
         env = dict(os.environ)
         env.setdefault("PYTHONHASHSEED", "0")
         # the child imports this very package, even when it is used from an uninstalled checkout
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from scaling.grade import _serve; _serve()"],
+            # -P: the working directory is not put first on sys.path, so a folder named
+            # "scaling" there (another checkout) cannot stand in for this package
+            [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-c",
+             "from scaling.grade import _serve; _serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -184,10 +217,20 @@ class _Worker:
         self._buf = b""
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.proc.stdout, selectors.EVENT_READ)
-        first = self._read_line(time.monotonic() + _WORKER_START_TIMEOUT_S)
+        self.started = time.monotonic()
+        self.ready = False
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait (at most _WORKER_START_TIMEOUT_S from the start) for the child's ready line."""
+        if self.ready:
+            return
+        first = self._read_line(self.started + _WORKER_START_TIMEOUT_S)
         if first is None:
             self.close()
             raise RuntimeError("scaling.grade: the math-verify worker did not start (is math-verify installed?)")
+        self.ready = True
 
     def _read_line(self, deadline: float) -> bytes | None:
         fd = self.proc.stdout.fileno()
@@ -233,26 +276,61 @@ class _Worker:
 
 _LOCK = threading.Lock()
 _WORKER: _Worker | None = None
+# After the first timeout a spare worker is kept warming in the background, so the restart a
+# timeout forces costs (almost) nothing: the spare has been starting since the previous restart,
+# i.e. for at least one timeout_s. Processes that never time out never start one.
+_SPARE: _Worker | None = None
+_HAD_TIMEOUT = False
 
 
 def _worker() -> _Worker:
-    global _WORKER
+    global _WORKER, _SPARE
     if _WORKER is not None and _WORKER.owner_pid != os.getpid():
         _WORKER = None  # inherited through fork: the parent owns that worker; start our own
+    if _SPARE is not None and _SPARE.owner_pid != os.getpid():
+        _SPARE = None
     if _WORKER is None or not _WORKER.alive():
         if _WORKER is not None:
             _WORKER.close()
-        _WORKER = _Worker()
+        _WORKER = None
+        if _SPARE is not None and _SPARE.alive():
+            _WORKER, _SPARE = _SPARE, None
+            _WORKER.wait_ready()
+        else:
+            _WORKER = _Worker()
+    if not _WORKER.ready:  # started in the background after a timeout: its start-up counts here
+        try:
+            _WORKER.wait_ready()
+        except RuntimeError:
+            _WORKER = None
+            raise
+    if _HAD_TIMEOUT and (_SPARE is None or not _SPARE.alive()):
+        _SPARE = _Worker(wait=False)  # warms up while this worker grades (never two start-ups at once)
     return _WORKER
+
+
+def _restart_after_timeout() -> None:
+    """The active worker was killed: promote the spare (warming since the last restart), or
+    start a replacement without waiting. ``_worker`` starts the next spare once this one is
+    ready, so two start-ups never compete for the cores."""
+    global _WORKER, _SPARE, _HAD_TIMEOUT
+    _HAD_TIMEOUT = True
+    if _SPARE is not None and _SPARE.alive() and _SPARE.owner_pid == os.getpid():
+        _WORKER, _SPARE = _SPARE, None
+    else:
+        _WORKER, _SPARE = _Worker(wait=False), None
 
 
 def shutdown_worker() -> None:
     """Stop the grading worker (it restarts on the next call). Registered at exit."""
-    global _WORKER
+    global _WORKER, _SPARE
     with _LOCK:
-        if _WORKER is not None and _WORKER.owner_pid == os.getpid():
-            _WORKER.close()
-        _WORKER = None
+        for w in (_WORKER, _SPARE):
+            if w is not None and w.owner_pid == os.getpid():
+                w.close()
+        _WORKER = _SPARE = None
+        global _HAD_TIMEOUT
+        _HAD_TIMEOUT = False
 
 
 atexit.register(shutdown_worker)
@@ -317,6 +395,9 @@ def grade_many(
 
 
 def _ask_bounded(region: str, gold: str, timeout_s: float) -> Grade:
+    """One sample: at most ``timeout_s`` of grading. A timeout kills the worker and restarts it
+    in the background (``_restart_after_timeout``), so a batch with k timeouts takes at most
+    k x timeout_s + the grading of the other samples + BATCH_OVERHEAD (see grade_many)."""
     global _WORKER
     worker = _worker()
     reply = worker.ask({"i": 0, "resp": region, "gold": gold, "t": timeout_s}, timeout_s)
@@ -324,5 +405,6 @@ def _ask_bounded(region: str, gold: str, timeout_s: float) -> Grade:
         timed_out = worker.alive()
         worker.close()
         _WORKER = None
+        _restart_after_timeout()
         return Grade(False, "timeout" if timed_out else "error", "")
     return Grade(bool(reply["correct"]), str(reply["status"]), str(reply["answer"]))

@@ -730,7 +730,9 @@ def launch(study: Any, plan: Plan, *, executor: str | Executor = "auto", runs_di
                 raise LaunchError(f"{sdir}: holds a different plan of study {name}; use another study name "
                                   f"(set name: in the recipe) or delete {sdir} to start over")
             _clean_stale_tmp(sdir, old, states)
-        sd.write_study_files(sdir, study, plan_text)
+        from .versions import StudyWithVersions  # records the torch/trl/vllm/... versions in study.yaml
+
+        sd.write_study_files(sdir, StudyWithVersions(study), plan_text)
         for run in plan.runs:
             sd.write_run_yaml(sdir, run)
 

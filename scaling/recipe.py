@@ -677,6 +677,10 @@ def load_profile(name_or_path: str, *, src: str = "study.profile") -> ClusterPro
         minimum = 0 if key == "gpus_per_node" else 1
         if getattr(prof, key) < minimum:
             raise RecipeError(f"must be >= {minimum}, got {getattr(prof, key)}", path=shown, key=key)
+    for name in prof.export:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+            raise RecipeError(f"{short(name)} is not an environment variable name (sbatch --export=NAME,...); "
+                              "list names only, never NAME=value", path=shown, key="export")
     for key in ("gpu_mem_gb", "gpu_tflops"):
         if not math.isfinite(getattr(prof, key)) or getattr(prof, key) < 0:
             raise RecipeError(f"must be a finite number >= 0, got {getattr(prof, key)}", path=shown, key=key)
@@ -757,6 +761,11 @@ def _checks(size: str, s: SizeSettings, prov: dict[str, str], default_src: str) 
         raise fail("train.reward.target_length", f"L_T={lt} exceeds L_R=train.rollout_limit={t.rollout_limit}: "
                    "no rollout could be penalised; set target_length <= rollout_limit")
     _check_values(s, fail)
+    ctx = s.model.max_position
+    if t.rollout_limit is not None and ctx and t.rollout_limit + t.max_prompt_length > ctx:
+        # before any memory rule: a context overflow must not be reported as "does not fit"
+        raise fail("train.rollout_limit", f"prompt {t.max_prompt_length} + L_R {t.rollout_limit} tokens exceed the "
+                   f"model's context {ctx} (model.max_position); lower train.rollout_limit")
     c = s.curate
     if not 0 <= c.min_pass_rate < c.max_pass_rate <= 1:
         raise fail("curate.min_pass_rate", f"need 0 <= min_pass_rate < max_pass_rate <= 1, got "

@@ -316,6 +316,10 @@ class ClusterProfile:
     cpus_per_job: int = 0  # CPU profiles only: cores one job uses (0 = the whole node); see rules.job_resources
     requeue: bool = True
     extra: dict[str, str] = field(default_factory=dict)  # other sbatch options, verbatim
+    # environment variables a Slurm job receives (sbatch --export=NAME,...); [] = Slurm's default,
+    # the whole environment (--export=ALL), which slurmctld keeps in its state directory until
+    # ~MinJobAge (300 s) after the job ends, tokens included (docs/launching.md)
+    export: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)

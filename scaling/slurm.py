@@ -102,6 +102,11 @@ def executor_params(job: JobSpec, profile: ClusterProfile) -> dict[str, Any]:
     if job.checkpointable and profile.requeue:
         additional["requeue"] = True
     additional.update({str(k): v for k, v in profile.extra.items()})
+    if getattr(profile, "export", None):  # a named list instead of the whole environment (docs/launching.md)
+        names = [str(n) for n in profile.export]
+        if names != ["ALL"] and "SUBMITIT_EXECUTOR" not in names:  # srun inherits the list; submitit's
+            names.append("SUBMITIT_EXECUTOR")  # job side needs this one (set by its sbatch script)
+        additional["export"] = ",".join(names)
     params["slurm_additional_parameters"] = dict(sorted(additional.items()))
     return params
 

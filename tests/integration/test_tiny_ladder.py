@@ -98,10 +98,62 @@ def test_eval_records_cover_every_budget_for_base_and_trained(quick_study: Path,
                 assert all(r <= b for r, b, f in zip(t["response_tokens"], t["budget_tokens"], t["finished"]) if f)
                 top = [c for c, b in zip(t["correct"], t["budget_tokens"]) if b == budgets[-1]]
                 accuracy_at_max[(size, ckpt, bench)] = sum(top) / len(top)
-    # after SFT the largest quick size solves part of the task: the ladder measures a skill, not
-    # noise (a random model scores 0; the CI profile's short SFT measured 25-28% over 40-80 samples)
-    largest = study.sizes[-1]
-    assert max(v for (s, c, b), v in accuracy_at_max.items() if c == "base" and s == largest) >= 0.15
+
+
+# Lowest accuracy measured for the CI profile's largest size after its short SFT, at the
+# largest budget: 15.0% (12 of 80, 2026-12-02); earlier runs 25-28% (docs/tiny-ladder.md).
+QUICK_LARGEST_BASE_ACCURACY = 0.15
+Z_999 = 3.29  # two-sided 99.9% normal quantile: a chance failure is < 1 in 1,000 runs
+
+
+def _at_max_budget(sdir: Path, size: str, ckpt: str, bench: str) -> tuple[list[bool], list[int]]:
+    """(correct, response tokens) of every sample at the largest budget."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(sdir / size / f"eval-{ckpt}" / bench / "records.parquet").to_pydict()
+    top = max(t["budget_tokens"])
+    rows = [i for i, b in enumerate(t["budget_tokens"]) if b == top]
+    return [bool(t["correct"][i]) for i in rows], [int(t["response_tokens"][i]) for i in rows]
+
+
+def test_the_science_targets_the_ci_profile_can_reach(quick_study: Path, repo_root: Path):
+    """Issue 12's targets that 3 sizes x 40 problems x 2 samples can test, each with a margin
+    that keeps a chance failure below 1 in 1,000 runs (binomial / normal sampling error of the
+    evaluation; the samples are seeded, so on one machine the run is repeatable). Not tested here
+    (the CI profile cannot reach them; perf/tiny_ladder.py prints them for the full ladder): the
+    largest size >= 75% (the short SFT gives 15-28%), GRPO accuracy -3 points or less (8 steps at
+    lr 1e-4 trade accuracy for speed), the slope interval of the size fit (3 close sizes)."""
+    from statistics import mean, pvariance
+
+    from scipy.stats import binom
+
+    from scaling.recipe import load_study
+
+    study = load_study(repo_root / QUICK)
+    sizes = study.sizes  # smallest first
+    bench = study.config["sizes"][sizes[0]]["eval"]["benchmarks"][0]
+    base = {s: _at_max_budget(quick_study, s, "base", bench) for s in sizes}
+    acc = {s: mean(base[s][0]) for s in sizes}
+    # 1. the largest size learnt a skill: at least k correct of n, k the largest count that a
+    #    model with the lowest measured accuracy misses with probability < 1e-3 (a random model: 0)
+    correct, _ = base[sizes[-1]]
+    k = max(j for j in range(len(correct) + 1) if binom.cdf(j - 1, len(correct), QUICK_LARGEST_BASE_ACCURACY) < 1e-3)
+    assert sum(correct) >= k, f"{sizes[-1]} after SFT: {sum(correct)} of {len(correct)} correct, need >= {k}"
+    # 2. after SFT each size is at least as accurate as the next smaller one, within the 99.9%
+    #    interval of the difference (two binomial proportions)
+    for small, big in zip(sizes, sizes[1:]):
+        n1, n2 = len(base[small][0]), len(base[big][0])
+        se = (acc[small] * (1 - acc[small]) / n1 + acc[big] * (1 - acc[big]) / n2) ** 0.5
+        assert acc[big] - acc[small] >= -Z_999 * se, f"after SFT {big} {acc[big]:.1%} < {small} {acc[small]:.1%} - {Z_999}x{se:.1%}"
+    # 3. the smallest size leaves room for the fit: <= 60% (measured 11% here, 35% in the full ladder)
+    assert acc[sizes[0]] <= 0.60, acc
+    # 4. GRPO shortens the largest size: the mean length at the largest budget falls by more than
+    #    3.29 standard errors of the difference (measured -37%, about 7 standard errors at n = 80)
+    _, len_base = base[sizes[-1]]
+    _, len_trained = _at_max_budget(quick_study, sizes[-1], "trained", bench)
+    se = (pvariance(len_base) / len(len_base) + pvariance(len_trained) / len(len_trained)) ** 0.5
+    drop = mean(len_base) - mean(len_trained)
+    assert drop > Z_999 * se, f"{sizes[-1]}: length {mean(len_base):.1f} -> {mean(len_trained):.1f} tokens (se {se:.1f})"
 
 
 def test_report_names_every_size_and_fits_accuracy_and_length_against_size(quick_study: Path, repo_root: Path):
@@ -119,9 +171,10 @@ def test_report_names_every_size_and_fits_accuracy_and_length_against_size(quick
 
 
 def test_report_of_the_launched_study_renders_in_headless_chromium(quick_study: Path, tmp_path: Path):
-    """The report of a study produced by the launcher (not synthetic records) renders with every figure."""
+    """The report of a study produced by the launcher (not synthetic records) renders with every figure
+    non-blank and its headline table within the first 1400x900 screen (screenshot in tmp_path)."""
     from test_report_html import _assert_self_contained, _check_in_chromium  # tests/integration (rootdir-less import)
 
     page = quick_study / "report" / "report.html"
     _assert_self_contained(page)
-    _check_in_chromium(page, tmp_path)
+    assert _check_in_chromium(page, tmp_path).parent == tmp_path

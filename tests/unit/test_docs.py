@@ -8,6 +8,7 @@ Marker convention (an HTML comment, invisible on GitHub, on the line right befor
     <!-- needs: cluster -->    submits to Slurm, or needs GPUs or a launched study on a cluster
     <!-- needs: cpu-run -->    launches real CPU work (the tiny ladder: minutes) or needs its study
     <!-- needs: files -->      names your own files (path/to/..., a checkpoint, a data file)
+    <!-- needs: network -->    downloads from the model hub (prefetch, derive from hub ids)
     <!-- exit: 2 -->           the block's commands are shown failing: they must exit 2
 
 A marked block is not run, but each of its commands is still checked: it must parse with the
@@ -39,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"^<!--\s*(needs|exit):\s*([\w-]+)\s*-->\s*$")
-NEEDS = {"cluster", "cpu-run", "files"}
+NEEDS = {"cluster", "cpu-run", "files", "network"}
 # what a `needs: cluster` / `needs: cpu-run` block must contain for the marker to be needed
 LAUNCHING = {"launch", "resume", "status", "cancel", "report", "prefetch"}
 
@@ -177,6 +178,9 @@ RUNNABLE = [c for c in COMMANDS if _runnable(c)]
 @pytest.mark.parametrize("cmd", RUNNABLE, ids=_ids(RUNNABLE))
 def test_every_documented_command_runs_and_exits_as_the_doc_implies(cmd, in_scratch, capsys):
     expect = int(cmd.marks.get("exit", 0))
+    if cmd.argv[:1] in (["launch"], ["resume"]) and "--dry-run" not in cmd.argv:  # never start work here
+        pytest.fail(f"{cmd.where}: `{cmd.text}` starts jobs; mark its block <!-- needs: cluster --> "
+                    "(GPU work) or <!-- needs: cpu-run --> (the tiny ladder)")
     rc, out = _run(cmd.argv, capsys)
     assert rc == expect, (f"{cmd.where}: `{cmd.text}` exited {rc}, the doc implies {expect} "
                           f"(fix the doc, or mark the block <!-- needs: ... -->):\n{out[-1500:]}")
@@ -211,6 +215,8 @@ def test_marked_commands_parse_plan_and_need_their_marker(cmd, in_scratch, capsy
     except SystemExit:
         pytest.fail(f"{cmd.where}: `{cmd.text}` does not parse with `scaling` (unknown option?)")
     sub = cmd.argv[0]
+    if cmd.marks["needs"] == "network":
+        assert sub in ("prefetch", "recipe"), f"{cmd.where}: `{cmd.text}` downloads nothing; remove <!-- needs: network -->"
     if cmd.marks["needs"] in ("cluster", "cpu-run"):
         dry = "--dry-run" in cmd.argv
         assert sub in LAUNCHING and not dry, (f"{cmd.where}: `{cmd.text}` runs anywhere; remove the "
@@ -275,6 +281,8 @@ def _doc_keys() -> list[tuple[str, int, str]]:
     for doc in DOCS:
         for n, line in enumerate(doc.read_text().splitlines(), 1):
             for m in KEY.finditer(line):
+                if re.search(r"\.(ya?ml|json|parquet|md|py|html|txt|safetensors|bin|pt|pkl|png|jsonl)$", m.group(1)):  # a file name (study.yaml)
+                    continue
                 found.append((f"{doc.relative_to(ROOT)}:{n}", n, m.group(1).rstrip(".")))
             for m in re.finditer(r"--set\s+'?([a-z_]+\.[A-Za-z0-9_.<>]+)=", line):
                 found.append((f"{doc.relative_to(ROOT)}:{n}", n, m.group(1)))
@@ -315,6 +323,10 @@ def test_every_option_of_every_subcommand_is_documented():
     text_lines = [ln for doc in DOCS for ln in doc.read_text().splitlines()]
     parser = build_parser()
     missing = []
+    for a in parser._actions:  # the top-level options: `scaling --version`
+        for o in a.option_strings:
+            if o.startswith("--") and o != "--help" and not any(f"scaling {o}" in ln for ln in text_lines):
+                missing.append(f"scaling {o}")
     sub_action = next(a for a in parser._actions if a.dest == "command")
     for name, sp in sub_action.choices.items():
         subs = {name: sp}

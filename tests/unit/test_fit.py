@@ -200,3 +200,45 @@ def test_95_percent_intervals_cover_the_truth_in_most_seeds() -> None:
     assert pred_hits / 200 >= 0.90, pred_hits
     assert trend_hits / 200 >= 0.90, trend_hits
     assert saturating / 200 < 0.05, saturating
+
+
+# ------------------------------------------------------------- the report's trend rule (issue 13)
+def _exact(values, se=0.005):
+    """Points at PARAMS with the given values and tight intervals (deterministic verdicts)."""
+    return _points(values, PARAMS, se=se)
+
+
+def test_trend_verdict_names_a_clear_line_a_trend() -> None:
+    from scaling.fit import trend_verdict
+
+    f = fit_trend(_exact([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), forms=("log_linear",))
+    assert trend_verdict(f)[0] == "trend"
+
+
+def test_trend_verdict_low_r2_is_no_trend() -> None:
+    from scaling.fit import R2_MIN, trend_verdict
+
+    f = fit_trend(_exact([0.2, 0.5, 0.2, 0.5, 0.2, 0.5]), forms=("log_linear",))
+    verdict, reason = trend_verdict(f)
+    assert f.r2 < R2_MIN and verdict == "no trend" and reason.startswith("R² 0.10 < 0.5")
+
+
+def test_trend_verdict_loso_no_better_than_the_mean_is_no_trend() -> None:
+    """R² 0.51 passes the R² test, but one outlying size makes the line: left out, the others
+    predict it worse than their mean does."""
+    from scaling.fit import mean_loso_error, trend_verdict
+
+    vals = [0.0, 0.3, 0.3, 0.3, 0.3, 0.3]
+    f = fit_trend(_exact(vals), forms=("log_linear",))
+    assert f.r2 > 0.5 and f.loso_error >= mean_loso_error(vals)
+    verdict, reason = trend_verdict(f)
+    assert verdict == "no trend" and "leave-one-size-out error" in reason
+
+
+def test_trend_verdict_slope_interval_across_zero_is_unsure() -> None:
+    from scaling.fit import trend_verdict
+
+    # the sizes line up (R² 0.99) but each point is +-10 pt uncertain: the sign is not known
+    f = fit_trend(_exact([0.30, 0.31, 0.32, 0.33, 0.34, 0.35], se=0.05), forms=("log_linear",))
+    assert f.r2 > 0.9 and f.coef_lo["slope_per_decade"] < 0 < f.coef_hi["slope_per_decade"]
+    assert trend_verdict(f)[0] == "unsure"

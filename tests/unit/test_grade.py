@@ -153,3 +153,86 @@ def test_a_forked_child_grades_with_its_own_worker():
     p.join(60)
     assert q.get(timeout=5) == "ok"
     assert grade(_r("\\boxed{3}"), "3").correct  # and the parent's worker still answers
+
+
+# ------------------------------------------------------------------ issue 14 item 7
+from scaling.grade import gold_text  # noqa: E402
+
+# MATH-500 style golds: escaped dollars (the three golds the old wrapper missed), percent, \text,
+# units, degrees; each with responses that are right and one that is wrong.
+GOLDS = [
+    ("\\$32,\\!348", ["\\boxed{\\$32,\\!348}", "\\boxed{32348}", "\\boxed{\\$32,348}"], "\\boxed{32,349}"),
+    ("\\$18.90", ["\\boxed{\\$18.90}", "\\boxed{18.90}", "\\boxed{18.9}"], "\\boxed{\\$18.80}"),
+    ("\\$36", ["\\boxed{\\$36}", "\\boxed{36}", "the answer is $\\$36$"], "\\boxed{\\$63}"),
+    ("10\\%", ["\\boxed{10\\%}", "\\boxed{10}"], "\\boxed{20\\%}"),
+    ("\\text{(C)}", ["\\boxed{\\text{(C)}}", "\\boxed{C}"], "\\boxed{\\text{(D)}}"),
+    ("\\text{Evelyn}", ["\\boxed{\\text{Evelyn}}"], "\\boxed{\\text{Briana}}"),
+    ("5\\text{ cm}", ["\\boxed{5\\text{ cm}}", "\\boxed{5}"], "\\boxed{6\\text{ cm}}"),
+    ("12\\text{ square units}", ["\\boxed{12}", "\\boxed{12\\text{ square units}}"], "\\boxed{13}"),
+    ("90^\\circ", ["\\boxed{90^\\circ}", "\\boxed{90}"], "\\boxed{45^\\circ}"),
+    ("\\$0.45", ["\\boxed{\\$0.45}", "\\boxed{0.45}"], "\\boxed{0.54}"),
+    ("$x^2+1$", ["\\boxed{x^2+1}"], "\\boxed{x^2-1}"),  # a gold that carries its own delimiters
+]
+
+
+def _direct(gold: str, region: str) -> bool:
+    """math-verify called directly, as its README shows: verify(parse("$gold$"), parse(answer))."""
+    from math_verify import parse, verify
+
+    g = parse(gold if "$" in gold.replace("\\$", "") else f"${gold}$")
+    return bool(g) and bool(verify(g, parse(region)))
+
+
+@pytest.mark.parametrize("gold, rights, wrong", GOLDS, ids=[g for g, _, _ in GOLDS])
+def test_golds_with_dollars_percent_text_and_units_agree_with_math_verify(gold, rights, wrong):
+    regions = rights + [wrong]
+    grades = grade_many([_r(x) for x in regions], [gold] * len(regions), timeout_s=10.0)
+    for region, g in zip(regions, grades):
+        assert g.correct == _direct(gold, region), (gold, region, g)
+    assert all(g.correct and g.status == "ok" for g in grades[:-1]), grades
+    assert grades[-1].status == "wrong"
+
+
+def test_gold_text_wraps_unless_the_gold_has_real_delimiters():
+    assert gold_text("\\$36") == "$\\$36$" and gold_text("10\\%") == "$10\\%$"
+    assert gold_text("$x$") == "$x$" and gold_text("\\boxed{3}") == "\\boxed{3}"
+
+
+@pytest.mark.parametrize("gold", ["", "\\text{}", "$$"])
+def test_an_unparseable_gold_is_an_error_not_a_wrong_answer(gold):
+    g = grade(_r("\\boxed{5}"), gold)
+    assert g.status == "error" and not g.correct
+
+
+@pytest.mark.integration  # ~25 s of real timeouts: the integration tier
+def test_a_batch_with_k_timeouts_takes_at_most_k_timeouts_plus_a_constant():
+    """Wall time of a batch with k timeouts <= k x timeout_s + the other samples' grading +
+    BATCH_OVERHEAD, with BATCH_OVERHEAD = 2 worker start-ups + 1 s of slack. The bound holds
+    while a start-up is shorter than timeout_s (grade.py's docstring), so the test takes
+    timeout_s = max(2 s, 2 x the start-up measured just before). Before the restart was counted,
+    every timeout cost a start-up on top (k x (timeout_s + start-up)): with k = 4 that exceeds
+    the bound whenever a start-up takes more than ~0.5 s (it takes 1-3 s here)."""
+    import time
+
+    from scaling import grade as G
+
+    slow, fast = _r("\\boxed{9^{9^{9^{9^{9}}}}}"), _r("\\boxed{5}")
+    startup = 0.0
+    for _ in range(2):
+        G.shutdown_worker()
+        t0 = time.monotonic()
+        grade(fast, "5")
+        startup = max(startup, time.monotonic() - t0)
+    t0 = time.monotonic()
+    grade_many([fast] * 5, ["5"] * 5)
+    per_fast = (time.monotonic() - t0) / 5
+    k, timeout_s = 4, max(2.0, 2 * startup)
+    responses = [slow, fast] * k
+    t0 = time.monotonic()
+    grades = grade_many(responses, ["5"] * len(responses), timeout_s=timeout_s)
+    wall = time.monotonic() - t0
+    assert [g.status for g in grades[::2]] == ["timeout"] * k
+    assert all(g.status == "ok" for g in grades[1::2])
+    bound = k * timeout_s + k * (3 * per_fast + 0.05) + 2 * startup + 1.0
+    assert wall <= bound, (f"{wall:.2f} s for {k} timeouts of {timeout_s:.2f} s (start-up {startup:.2f} s, "
+                           f"fast sample {per_fast:.3f} s; bound {bound:.2f} s)")

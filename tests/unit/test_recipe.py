@@ -251,3 +251,87 @@ def test_profile_cpus_per_job_must_fit_the_node(tmp_path, value):
     prof.write_text(f"name: cpu\ngpus_per_node: 0\ncpus_per_node: 2\ncpus_per_job: {value}\n")
     with pytest.raises(RecipeError, match="cpus_per_job"):
         load_profile(str(prof))
+
+
+# ------------------------------------------------ issue 14 item 4: file-system and data misuse
+# Each case: a set-up in an empty folder, a command line ({tmp} = that folder), the expected part
+# of the one-line error. Asserted like the bad-recipe corpus: exit 2, one line, no traceback,
+# and nothing written (the folder holds exactly what the set-up put there).
+TINY = str(ROOT / "recipes" / "tiny-ladder.yaml")
+
+
+def _study(tmp: Path, name: str, manifest: str) -> None:
+    (tmp / "runs" / name).mkdir(parents=True)
+    (tmp / "runs" / name / "manifest.json").write_text(manifest)
+
+
+def _synthetic(tmp: Path, bad_column: bool = False) -> None:
+    from scaling.collect import write_synthetic_study
+
+    write_synthetic_study(tmp / "runs" / "syn", sizes={"0_6b": (0.6e9, 0.6e9), "1_7b": (1.7e9, 1.7e9)},
+                          budgets=(2048, 8192), samples=2, problems=6, train_steps=4)
+    if bad_column:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        p = tmp / "runs" / "syn" / "0_6b" / "eval-base" / "math500" / "records.parquet"
+        t = pq.read_table(p)
+        i = t.schema.get_field_index("response_tokens")
+        t = t.set_column(i, pa.field("response_tokens", pa.string()), pa.array(["lots"] * len(t)))
+        pq.write_table(t, p)
+
+
+CLI_CASES = {
+    "runs_dir_is_a_file": (lambda t: (t / "afile").write_text("x"),
+                           ["launch", TINY, "--sizes", "0_1m", "--runs-dir", "{tmp}/afile", "--executor", "debug"],
+                           "afile/tiny-ladder: cannot create the directory: Not a directory (ENOTDIR)"),
+    "plan_json_onto_a_directory": (lambda t: (t / "adir").mkdir(), ["plan", TINY, "--json", "{tmp}/adir"],
+                                   "adir: is a directory; give a file name"),
+    "plan_json_under_a_file": (lambda t: (t / "afile").write_text("x"), ["plan", TINY, "--json", "{tmp}/afile/p.json"],
+                               "afile: cannot create the directory"),
+    "plan_json_name_too_long": (lambda t: None, ["plan", TINY, "--json", "{tmp}/" + "p" * 300 + ".json"],
+                                "ENAMETOOLONG"),
+    "manifest_is_a_json_list": (lambda t: _study(t, "lst", "[1, 2]"), ["status", "lst", "--runs-dir", "{tmp}/runs"],
+                                "manifest.json: not a scaling manifest (a JSON list, not an object)"),
+    "manifest_without_runs": (lambda t: _study(t, "nor", '{"version": 1}'), ["resume", "nor", "--runs-dir", "{tmp}/runs"],
+                              "not a scaling manifest (no 'runs' mapping)"),
+    "manifest_run_is_a_list": (lambda t: _study(t, "bad", '{"version": 1, "study": "bad", "runs": {"a/b": []}}'),
+                               ["cancel", "bad", "--runs-dir", "{tmp}/runs"], "runs.a/b is a list, not an object"),
+    "manifest_not_json": (lambda t: _study(t, "nj", "{not json"), ["status", "nj", "--runs-dir", "{tmp}/runs"],
+                          "unreadable manifest"),
+    "plan_files_but_no_manifest": (lambda t: (_study(t, "half", "{}"), (t / "runs" / "half" / "manifest.json").unlink(),
+                                              (t / "runs" / "half" / "plan.json").write_text("{}")),
+                                   ["resume", "half", "--runs-dir", "{tmp}/runs"],
+                                   "the launch stopped before submitting anything"),
+    "report_predict_inf": (_synthetic, ["report", "syn", "--runs-dir", "{tmp}/runs", "--predict", "inf"],
+                           "--predict inf:"),
+    "report_out_under_a_file": (lambda t: (_synthetic(t), (t / "afile").write_text("x")),
+                                ["report", "syn", "--runs-dir", "{tmp}/runs", "-o", "{tmp}/afile"],
+                                "afile/figures: cannot create the directory"),
+    "records_column_cannot_be_cast": (lambda t: _synthetic(t, bad_column=True),
+                                      ["report", "syn", "--runs-dir", "{tmp}/runs"],
+                                      "column 'response_tokens' is"),
+    "study_name_300_characters": (lambda t: None, ["status", "a" * 300, "--runs-dir", "{tmp}/runs"],
+                                  "at most 64 characters"),
+    "recipe_is_a_directory": (lambda t: (t / "adir").mkdir(), ["check", "{tmp}/adir"], "recipe file not found"),
+}
+
+
+def _tree(d: Path) -> dict[str, int]:
+    return {str(p.relative_to(d)): p.stat().st_size for p in d.rglob("*")}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_file_system_and_data_misuse_is_one_line(case, tmp_path, capsys, monkeypatch):
+    setup, argv, expect = CLI_CASES[case]
+    monkeypatch.chdir(tmp_path)
+    setup(tmp_path)
+    before = _tree(tmp_path)
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [ln for ln in lines if ln.startswith("error: ")]  # `report` logs its progress on stderr first
+    err = lines[-1] if lines else ""
+    assert code == 2, lines[-5:]
+    assert errors == [err] and not any("Traceback" in ln for ln in lines), lines[-5:]
+    assert expect in err, f"\nexpected: {expect}\ngot:      {err}"
+    assert _tree(tmp_path) == before

@@ -157,3 +157,48 @@ def test_launch_wait_to_a_pipe_prints_state_changes_while_it_runs(tmp_path):
     # the first job's "done" line was read from the pipe while the next jobs still ran (>= 2 x 2 s)
     assert end - done[0][0] > 2.0, f"lines arrived only at the end:\n{text}"
     assert any(re.search(r"  left ~\d+:\d\d:\d\d$", m.string) for _, m in changes[:-1]), f"no time left:\n{text}"
+
+
+# ------------------------------------------------------------------- GPU work without GPUs
+def test_a_gpu_study_on_a_machine_without_gpus_is_refused_before_anything_starts(tmp_path, monkeypatch, capsys):
+    from scaling import slurm
+    from scaling.cli import main
+
+    monkeypatch.chdir(B.REPO_ROOT)
+    monkeypatch.setattr(slurm, "cluster_available", lambda: False)
+    monkeypatch.setattr(L, "gpus_here", lambda: 0)
+
+    def started(*a, **k):  # were the refusal missing, nothing real may start from a unit test
+        raise AssertionError("a GPU job was started on a machine without GPUs")
+
+    monkeypatch.setattr(L, "_drive_all", started)
+    monkeypatch.setattr(L, "_submit_scheduled", started)
+    rc = main(["launch", "recipes/qwen3-ladder.yaml", "--sizes", "0.6B", "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    for alternative in ("--executor slurm", "--dry-run", "scaling launch recipes/tiny-ladder.yaml", "--force"):
+        assert alternative in err, err
+    assert "no GPU" in err and "nothing was started" in err
+    assert not (tmp_path / "runs").exists()  # nothing written
+    # the CPU ladder is not refused, and --dry-run of the GPU study shows its #SBATCH lines
+    assert main(["launch", "recipes/qwen3-ladder.yaml", "--sizes", "0.6B", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --gpus-per-node=" in out and "no Slurm cluster is configured here" in out
+
+
+def test_force_runs_a_gpu_plan_here_anyway(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(B.REPO_ROOT))
+    monkeypatch.setattr(L, "gpus_here", lambda: 0)
+    plan = B.plan("forced", [B.job("a/train", "ok", gpus=8, study="forced")])
+    with pytest.raises(L.LaunchError, match="asks 8 GPU"):
+        L.launch(B.FakeStudy("forced"), plan, executor="debug", runs_dir=tmp_path, poll_s=0.0)
+    assert not (tmp_path / "forced").exists()
+    assert L.launch(B.FakeStudy("forced"), plan, executor="debug", runs_dir=tmp_path, poll_s=0.0, force=True) == 0
+
+
+def test_gpus_here_follows_cuda_visible_devices(monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert L.gpus_here() == 0
