@@ -45,6 +45,14 @@ def cases() -> dict[str, str]:
         "9,000 benchmarks": HEAD + "eval: {benchmarks: [" + ", ".join(["aime25"] * 9000) + "]}\n",
         "9,000 size blocks": HEAD + "eval: {benchmarks: [aime25]}\nsizes:\n"
         + "".join(f"  x{i}: {{}}\n" for i in range(9000)),
+        "4,900 size blocks (under the node cap)": HEAD + "eval: {benchmarks: [aime25]}\nsizes:\n"
+        + "".join(f"  x{i}: {{}}\n" for i in range(4900)),
+        "4,900 train keys (under the node cap)": HEAD + "eval: {benchmarks: [aime25]}\ntrain:\n"
+        + "".join(f"  k{i}: 1\n" for i in range(4900)),
+        "64 budgets x 60 benchmark files, 6 sizes": "include: [method/efficient_reasoning.yaml]\n"
+        "study: {name: bad, family: qwen3, sizes: [0_6b, 1_7b, 4b, 8b, 14b, 32b]}\n"
+        "eval: {budgets: [" + ", ".join(str(512 * (i + 1)) for i in range(64)) + "], benchmarks: ["
+        + ", ".join(f"{BENCH}/b{i}.yaml" for i in range(60)) + "]}\n",
         "~1 MiB string": "include: [method/efficient_reasoning.yaml]\neval: {benchmarks: [aime25]}\n"
         "study: {name: bad, family: qwen3, sizes: [0_6b], description: '" + "x" * pad + "'}\n",
         "~1 MiB of size blocks": HEAD + "eval: {benchmarks: [aime25]}\nsizes:\n"
@@ -54,8 +62,13 @@ def cases() -> dict[str, str]:
     }
 
 
+BENCH = tempfile.mkdtemp(prefix="hostile-bench-")
+
+
 def main() -> int:
     worst = 0.0
+    for i in range(60):  # 60 distinct, valid benchmark files (the cap is 64 per list)
+        Path(BENCH, f"b{i}.yaml").write_text("source: math-ai/aime25\nsplit: test\n")
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in cases().items():
             path = Path(tmp) / "r.yaml"
@@ -69,6 +82,9 @@ def main() -> int:
             first = line[0] if line else ""
             print(f"{dt:6.2f} s  exit {res.returncode}  {len(text) / 1024:9.0f} KiB  {name}: {first[:100]}")
     print(f"worst: {worst:.2f} s (bound: 2 s on the 2-core CI machine)")
+    import shutil
+
+    shutil.rmtree(BENCH, ignore_errors=True)
     return 0
 
 

@@ -30,7 +30,7 @@ class ScalingError(Exception):
     exit_code = 2
 
     def __str__(self) -> str:  # always a single line, at most MAX_MESSAGE_CHARS
-        text = " ".join(super().__str__().split())
+        text = " ".join(super().__str__().split("\n"))
         if len(text) > MAX_MESSAGE_CHARS:
             text = text[: MAX_MESSAGE_CHARS - 20] + " ... (message cut)"
         return text

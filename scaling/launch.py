@@ -54,7 +54,11 @@ def run_entry(entry: str, run_yaml: str, item: str | None = None) -> Any:
     func = getattr(module, func_name, None)
     if func is None:
         raise LaunchError(f"job entry {entry!r}: {module_name} has no {func_name}")
-    return func(run_yaml) if item is None else func(run_yaml, item)
+    # one live writer per run (item): a twin job stops here. Every job body, including the
+    # training workers a CheckpointableBody starts, comes through this function; of a multi-process
+    # job only global rank 0 takes the lock (the other ranks are the same writer).
+    with sd.writer_lock(Path(run_yaml).parent, item):
+        return func(run_yaml) if item is None else func(run_yaml, item)
 
 
 @dataclass
@@ -69,8 +73,7 @@ class JobBody:
     item: str | None = None
 
     def __call__(self) -> Any:
-        with sd.writer_lock(Path(self.run_yaml).parent, self.item):
-            return run_entry(self.entry, self.run_yaml, self.item)
+        return run_entry(self.entry, self.run_yaml, self.item)
 
 
 # ---------------------------------------------------------------------------- protocol

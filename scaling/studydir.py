@@ -403,9 +403,9 @@ def writer_lock(run_directory: str | os.PathLike[str], item: str | None = None) 
     """Refuse a second live writer of one run (or array item): held by the job body for its
     whole life (an ``flock`` on ``<run>/.writer.lock``, released by the kernel when the process
     dies, even by SIGKILL). A twin job (a duplicate submission) fails at once with a one-line
-    error instead of writing into the same directory. Only task 0 of a multi-task job takes it
-    (the other ranks of the same job are one writer)."""
-    if os.environ.get("SLURM_PROCID", "0") != "0":
+    error instead of writing into the same directory. Only task 0 / global rank 0 of a
+    multi-process job takes it (the other ranks of the same job are one writer)."""
+    if os.environ.get("SLURM_PROCID", "0") != "0" or os.environ.get("RANK", "0") != "0":
         yield Path(run_directory)
         return
     d = ensure_dir(Path(run_directory) if item is None else item_dir(run_directory, item))

@@ -61,6 +61,8 @@ def load_problems(spec: DatasetSpec) -> list[dict[str, Any]]:
     Without ``id_column`` the id is the row index (stable for a fixed source). ``max_rows`` keeps
     the first rows.
     """
+    if spec.max_rows is not None and spec.max_rows < 1:  # rows[:-5] would silently drop the last five
+        raise JobError(f"dataset.max_rows: must be >= 1 or null (every row), got {spec.max_rows}")
     rows = _load_rows(spec)
     if spec.max_rows is not None:
         rows = rows[: spec.max_rows]

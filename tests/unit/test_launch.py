@@ -605,3 +605,29 @@ def test_a_read_only_runs_dir_is_one_line(tmp_path, monkeypatch, capsys, code):
                str(tmp_path / "runs"), "--executor", "debug"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and code in err and "Traceback" not in err, err
+
+
+def test_a_twin_job_body_refuses_to_write_a_run_another_job_is_writing(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setenv("PYTHONPATH", str(B.REPO_ROOT))
+    run_yaml = tmp_path / "s" / "a" / "sft" / "run.yaml"
+    run_yaml.parent.mkdir(parents=True)
+    run_yaml.write_text("study: s\n")
+    inside, release = threading.Event(), threading.Event()
+
+    def live_job():
+        with sd.writer_lock(run_yaml.parent):
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=live_job)
+    t.start()
+    assert inside.wait(10)
+    try:
+        with pytest.raises(LaunchError, match="another live job is writing this run"):
+            L.JobBody(f"{B.M}:ok", str(run_yaml))()
+        assert not (run_yaml.parent / "DONE").exists()
+    finally:
+        release.set()
+        t.join()

@@ -335,3 +335,49 @@ def test_file_system_and_data_misuse_is_one_line(case, tmp_path, capsys, monkeyp
     assert errors == [err] and not any("Traceback" in ln for ln in lines), lines[-5:]
     assert expect in err, f"\nexpected: {expect}\ngot:      {err}"
     assert _tree(tmp_path) == before
+
+
+def test_report_to_names_are_the_installed_transformers_loggers():
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    from scaling.recipe import REPORT_TO
+
+    assert set(REPORT_TO) == set(INTEGRATION_TO_CALLBACK) | {"none", "all"}
+
+
+def test_a_negative_max_rows_is_refused_by_the_job_too():
+    """eval.max_problems / dataset.max_rows -5 used to evaluate all but the last five rows."""
+    from scaling.errors import JobError
+    from scaling.jobs.data import load_problems
+    from scaling.records import DatasetSpec
+
+    with pytest.raises(JobError, match="max_rows: must be >= 1"):
+        load_problems(DatasetSpec(source="task://arith?split=test&n=10", max_rows=-5))
+    assert len(load_problems(DatasetSpec(source="task://arith?split=test&n=10", max_rows=3))) == 3
+
+
+def test_recipe_caps_hold_at_the_limits(tmp_path):
+    """Just under each cap is accepted, just over it refused (file size, nesting, node count)."""
+    from scaling.recipe import MAX_RECIPE_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
+
+    head = ("include: [method/efficient_reasoning.yaml]\nstudy: {name: capped, family: qwen3, sizes: [0_6b]}\n"
+            "eval: {benchmarks: [aime25]}\n")
+    p = tmp_path / "r.yaml"
+    p.write_text(head + "#" * (MAX_RECIPE_BYTES - len(head) - 1) + "\n")
+    assert load_study(p).name == "capped"
+    p.write_text(head + "#" * (MAX_RECIPE_BYTES - len(head)) + "\n")
+    with pytest.raises(RecipeError, match="larger than 1024 KiB"):
+        load_study(p)
+    deep = "[" * (MAX_YAML_DEPTH - 4) + "1" + "]" * (MAX_YAML_DEPTH - 4)
+    p.write_text(head.replace("[aime25]}", f"[aime25], x: {deep}}}"))
+    with pytest.raises(RecipeError, match="unknown key"):  # parsed (depth fine), then an ordinary error
+        load_study(p)
+    p.write_text(head.replace("[aime25]}", "[aime25], x: " + "[" * MAX_YAML_DEPTH + "1" + "]" * MAX_YAML_DEPTH + "}"))
+    with pytest.raises(RecipeError, match="nested deeper than"):
+        load_study(p)
+    p.write_text(head + "study: {description: '" + " ".join(["w"] * 10) + "'}\n")
+    with pytest.raises(RecipeError, match="duplicate key 'study'"):
+        load_study(p)
+    p.write_text(head + "sizes:\n" + "".join(f"  s{i}: {{}}\n" for i in range(MAX_YAML_NODES // 2 + 1)))
+    with pytest.raises(RecipeError, match="more than 10,000 YAML values"):
+        load_study(p)

@@ -106,40 +106,42 @@ def test_stop_temperature_gamma_moves_the_end_of_thinking(engine, problems):
 
 def test_budget_forcing_minimum_appends_wait_instead_of_ending(engine, problems):
     """Below min_thinking_tokens a sampled </think> (or eos) is dropped and "Wait" appended, at
-    most max_waits times. Checked on every sample: no thinking block shorter than the minimum
-    closes before its waits are spent; and the model, whose own thinking ends before 40 tokens,
-    gets waits in nearly all samples."""
+    most max_waits times. Checked on every sample: (a) no thinking block shorter than the minimum
+    closes before its waits are spent; (b) against the same seed without intervention, the tokens
+    agree up to the model's first stop, where the intervened sample has "Wait" instead (phase 0
+    reuses the sample's seed; one sample may differ by a float near-tie, as in the prefix test).
+    The model's own thinking ends before 40 tokens, so nearly every sample gets a Wait."""
     from scaling.records import EvalSettings
 
     prompts = prompts_of(engine.tokenizer, problems)
     end = engine.tokenizer.convert_tokens_to_ids("</think>")
+    eos = engine.tokenizer.eos_token_id
     config = with_intervention(
         engine, EvalSettings(intervention="budget_forcing", min_thinking_tokens=48, max_waits=2, answer_tokens=16))
     out = engine.generate(prompts, n=2, max_tokens=160, seed=list(range(16)), **SAMPLING)
-    base_cfg = with_intervention(engine, EvalSettings(intervention="none"))
-    assert base_cfg is None
+    assert with_intervention(engine, EvalSettings(intervention="none")) is None
     base = engine.generate(prompts, n=2, max_tokens=160, seed=list(range(16)), **SAMPLING)
     w = list(config.wait_ids)
 
     def waits(ids):
         return sum(ids[k : k + len(w)] == w for k in range(len(ids)))
 
-    with_waits = 0
+    with_waits, agree = 0, 0
     for row, brow in zip(out, base):
         for s, b in zip(row, brow):
             think = thinking(s, end)
-            body = s.token_ids[:think]
-            n_waits = waits(body)
+            n_waits = waits(s.token_ids[:think])
             assert n_waits <= config.max_waits
             if end in s.token_ids and think < config.min_thinking_tokens:
                 assert n_waits == config.max_waits, (think, n_waits)
             with_waits += n_waits > 0
-            # same seed, no intervention: identical up to the first dropped stop
-            first = b.token_ids.index(end) if end in b.token_ids else len(b.token_ids)
-            assert s.token_ids[: min(first, 8)] == b.token_ids[: min(first, 8)]
+            first = next((k for k, t in enumerate(b.token_ids) if t in (end, eos)), len(b.token_ids))
+            if first < config.min_thinking_tokens:  # the model stopped early: "Wait" replaces its stop
+                agree += s.token_ids[:first] == b.token_ids[:first] and s.token_ids[first : first + len(w)] == w
+            else:
+                agree += s.token_ids[: first + 1] == b.token_ids[: first + 1]
+    assert agree >= 31, f"{agree}/32 samples follow the plain sample up to its first stop"
     assert with_waits >= 28, f"only {with_waits}/32 samples got a Wait"
-    mean = lambda rows: sum(thinking(s, end) for r in rows for s in r) / 32  # noqa: E731
-    assert mean(out) > mean(base) + 10
 
 
 def test_budget_forcing_maximum_forces_the_end_and_the_answer_cue(engine, problems):

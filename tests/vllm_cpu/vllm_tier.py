@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache per engine
+# one OpenMP thread per engine, on core 0 (data-parallel replicas bind to their own core): on a
+# busy 2-core machine a second spinning thread made torch ~10x slower, not faster
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -71,6 +74,8 @@ def build_think_model(out: Path, *, steps: int = SFT_STEPS, seed: int = 0) -> st
         c = tok.encode(think_completion(rng, r["answer"]), add_special_tokens=False) + [eos]
         seqs.append((p, c))
     torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: a second OpenMP thread only spins (10x slower on a busy machine)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     model.train()
     for step in range(steps):
@@ -90,6 +95,7 @@ def build_think_model(out: Path, *, steps: int = SFT_STEPS, seed: int = 0) -> st
         loss.backward()
         opt.step()
         opt.zero_grad()
+    torch.set_num_threads(threads)
     model.eval()
     model.save_pretrained(path)
     (Path(path) / "sft_loss.txt").write_text(f"{loss.item():.4f}\n")
