@@ -539,6 +539,12 @@ def _replica_main(conn: Any, model_path: str, devices: str, kwargs: dict[str, An
             break
         reqs, params = msg
         conn.send(_vllm_run(llm, tokenizer, [Request(*r) for r in reqs], params, intervention))
+    # Stop the engine here: a spawned process joins its child processes at exit, and vLLM's engine
+    # core (a child) stops only when the LLM object is finalised; without this the replica hangs.
+    del llm
+    import gc
+
+    gc.collect()
 
 
 class VllmGenerator:
@@ -644,9 +650,13 @@ class VllmGenerator:
         return _group(requests, samples, len(prompts), n)
 
     def close(self) -> None:
-        for conn, proc in self.replicas:
+        for conn, _ in self.replicas:
             with contextlib.suppress(OSError):  # a replica that already died needs no stop message
                 conn.send(None)
-            proc.join(timeout=60)
+        for _, proc in self.replicas:
+            proc.join(timeout=120)
+            if proc.is_alive():  # a replica stuck in shutdown must not keep the job alive
+                proc.terminate()
+                proc.join(timeout=30)
         self.replicas = []
         self.llm = None
