@@ -326,10 +326,10 @@ def match_reference(an: StudyAnalysis, entries: Sequence[RefEntry]) -> tuple[lis
 # ----------------------------------------------------------------------------- analyse
 def _ref(path: Any) -> str:
     """How a printed hint names the study so that it runs as printed (``--runs-dir`` when the
-    study is not under ./runs): ``launch.study_ref``."""
+    study is not under ./runs): ``studydir.study_ref``."""
     from pathlib import Path
 
-    from .launch import study_ref
+    from .studydir import study_ref
 
     return study_ref(Path(path))
 

@@ -354,7 +354,7 @@ def _hub_file(repo_id: str, filename: str, *, required: bool) -> Path | None:
     if offline:
         if required:
             raise RecipeError(f"{repo_id}: {filename} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                              "is set; download it on a machine with network (huggingface-cli download "
+                              "is set; download it on a machine with network (hf download "
                               f"{repo_id} {filename}) or pass a local directory")
         return None
     try:

@@ -21,6 +21,19 @@ ARM_STYLE = {"base": "--", "trained": "-"}  # dashed = base, solid = trained (do
 ARM_COLOR = {"base": "tab:blue", "trained": "tab:orange"}
 
 
+def _size_points(an: Any, sizes: list[str], arm: str, bench: str, bud: int, metric: str, scale: float) -> Any:
+    """(points, x, y, yerr) of one arm's metric over the given sizes, or None when none is finite."""
+    pts = [(s, an.study.sizes[s].params(an.convention), an.ms.get(s, arm, bench, bud, metric)) for s in sizes]
+    pts = [(s, n, e) for s, n, e in pts if e is not None and np.isfinite(e.value)]
+    if not pts:
+        return None
+    x = np.array([n for _, n, _ in pts], dtype=float)
+    y = np.array([e.value for _, _, e in pts]) * scale
+    lo = np.array([e.lo for _, _, e in pts]) * scale
+    hi = np.array([e.hi for _, _, e in pts]) * scale
+    return pts, x, y, np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)])
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -98,15 +111,10 @@ def headline(ans: list[StudyAnalysis], bench: str) -> bytes:
                 tag = (f"{an.name} " if len(ans) > 1 else "") + (arm.replace("_vs_", " vs ") if ai else "")
                 x_all: list[float] = []
                 for variant, sizes in an.variants.items():
-                    pts = [(s, an.study.sizes[s].params(an.convention), an.ms.get(s, arm, bench, bud, metric)) for s in sizes]
-                    pts = [(s, n, e) for s, n, e in pts if e is not None and np.isfinite(e.value)]
-                    if not pts:
+                    got = _size_points(an, sizes, arm, bench, bud, metric, scale)
+                    if got is None:
                         continue
-                    x = np.array([n for _, n, _ in pts], dtype=float)
-                    y = np.array([e.value for _, _, e in pts]) * scale
-                    lo = np.array([e.lo for _, _, e in pts]) * scale
-                    hi = np.array([e.hi for _, _, e in pts]) * scale
-                    yerr = np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)])
+                    pts, x, y, yerr = got
                     vname = variant_name(variant) if an.mixed else "measured"
                     ax.errorbar(x, y, yerr=yerr, fmt=VARIANT_MARKERS.get(variant, "D"), color=color, ms=6, capsize=3,
                                 label=f"{tag}{vname}".strip())
@@ -215,15 +223,10 @@ def size_trends(ans: list[StudyAnalysis], bench: str, predict: Sequence[str]) ->
                 color = _color(arm, j) if len(ans) == 1 else f"C{j + 2 * si}"
                 tag = f"{an.name} {arm}" if len(ans) > 1 else arm
                 for variant, sizes in an.variants.items():
-                    pts = [(s, an.study.sizes[s].params(an.convention), an.ms.get(s, arm, bench, bud, metric)) for s in sizes]
-                    pts = [(s, n, e) for s, n, e in pts if e is not None and np.isfinite(e.value)]
-                    if not pts:
+                    got = _size_points(an, sizes, arm, bench, bud, metric, scale)
+                    if got is None:
                         continue
-                    x = np.array([n for _, n, _ in pts], dtype=float)
-                    y = np.array([e.value for _, _, e in pts]) * scale
-                    lo = np.array([e.lo for _, _, e in pts]) * scale
-                    hi = np.array([e.hi for _, _, e in pts]) * scale
-                    yerr = np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)])
+                    pts, x, y, yerr = got
                     vtag = f" {variant_name(variant)}" if an.mixed else ""
                     ax.errorbar(x, y, yerr=yerr, fmt=VARIANT_MARKERS.get(variant, "D"), color=color, ms=5, capsize=3,
                                 label=f"{tag}{vtag}")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from . import studydir as sd
+from .studydir import study_ref  # re-exported: hints name the study so they run as printed
 from .errors import LaunchError
 from .records import ClusterProfile, JobSpec, Plan, Resources
 
@@ -678,20 +679,6 @@ def _dry_run_executor(plan: Plan) -> Executor:
               f"{plan.profile.name} would submit from a login node (--executor slurm)")
         return SubmititExecutor("slurm", plan.profile)
     return SubmititExecutor("local", plan.profile)
-
-
-def study_ref(sdir: Path) -> str:
-    """How a printed hint names a study so that it runs as printed: the bare name when the study
-    lives in ./runs (every command's default), else the name with ``--runs-dir``."""
-    import shlex
-
-    default = Path("runs").resolve() / sdir.name
-    try:
-        if Path(sdir).resolve() == default:
-            return sdir.name
-    except OSError:
-        pass
-    return f"{sdir.name} --runs-dir {shlex.quote(str(Path(sdir).parent))}"
 
 
 def launch(study: Any, plan: Plan, *, executor: str | Executor = "auto", runs_dir: str | os.PathLike[str] | None = None,

@@ -133,7 +133,7 @@ def prefetch(plan: Any, cache_dir: str | os.PathLike[str] | None = None) -> int:
     if failures:
         raise LaunchError(
             f"prefetch: {len(failures)} of {len(items)} downloads failed: " + "; ".join(failures)
-            + " (check the network, the hub id, and `huggingface-cli login` for gated datasets)"
+            + " (check the network, the hub id, and `hf auth login` for gated datasets)"
         )
     console.print(f"prefetch: {len(items)} downloads in {where}; run jobs with HF_HOME={where} HF_HUB_OFFLINE=1")
     return 0

@@ -553,3 +553,17 @@ def run_is_done(sdir: str | os.PathLike[str], run_id: str, items: list[str] | No
     if items:
         return all(is_done(item_dir(rd, it)) for it in items)
     return is_done(rd)
+
+
+def study_ref(sdir: Path) -> str:
+    """How a printed hint names a study so that it runs as printed: the bare name when the study
+    lives in ./runs (every command's default), else the name with ``--runs-dir``."""
+    import shlex
+
+    default = Path("runs").resolve() / sdir.name
+    try:
+        if Path(sdir).resolve() == default:
+            return sdir.name
+    except OSError:
+        pass
+    return f"{sdir.name} --runs-dir {shlex.quote(str(Path(sdir).parent))}"

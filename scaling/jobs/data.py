@@ -49,7 +49,7 @@ def _load_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
             raise JobError(
                 f"dataset.source: cannot load hub dataset {source!r} (subset={spec.subset!r}, split={spec.split!r}): "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
-                "check the id/split, or run `scaling prefetch` where there is internet"
+                "check the id/split, or run `scaling prefetch RECIPE` (your recipe) where there is internet"
             ) from exc
     return [dict(r) for r in ds]
 

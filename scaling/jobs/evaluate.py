@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobError
+from ..studydir import study_ref
 
 __all__ = ["main", "evaluate_benchmark", "load_run", "PROGRESS_DIR"]
 
@@ -51,7 +52,7 @@ def load_run(run_yaml: str | Path) -> Any:
 
     path = Path(run_yaml)
     if not path.is_file():
-        raise JobError(f"{path}: run.yaml not found (launch writes it; run `scaling resume`)")
+        raise JobError(f"{path}: run.yaml not found (launch writes it; run `scaling resume {study_ref(path.parent.parent.parent)}`)")
     try:
         return from_dict(RunSpec, yaml.safe_load(path.read_text()))
     except Exception as exc:  # omegaconf validation: one line naming the file

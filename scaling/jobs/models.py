@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import JobError
 from ..records import RunSpec
+from ..studydir import study_ref
 
 TINY_SCHEME = "tiny://"
 TINY_INIT_SEED = 0
@@ -65,7 +66,7 @@ def _check_offline_hub_id(source: str) -> None:
     if not isinstance(found, str):
         raise JobError(
             f"model {source!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
-            f"run `scaling prefetch` (or `huggingface-cli download {source}`) on a node with internet"
+            f"run `hf download {source}` (or `scaling prefetch RECIPE` with your recipe) on a node with internet"
         )
 
 
@@ -77,7 +78,7 @@ def resolve_model(run: RunSpec, study_dir: str | Path) -> str:
         if not (path / "config.json").is_file():
             raise JobError(
                 f"{run.run_id}: init_from={run.init_from!r} but {path} holds no saved model; "
-                f"run `scaling resume` so {run.init_from} finishes first"
+                f"run `scaling resume {study_ref(study)}` so {run.init_from} finishes first"
             )
         return str(path)
     source = run.model_source or run.model.hf_id

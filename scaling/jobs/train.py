@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobError
+from ..studydir import study_ref
 from ..records import Finetune, RunSpec, Shaping, TrainSignal, VllmMode, from_dict, to_table
 
 SIGNALS_JSONL = "signals.jsonl"
@@ -226,7 +227,7 @@ def curated_path(run: RunSpec, study_dir: Path) -> Path | None:
     if is_done(cdir) and (cdir / CURATED_FILE).is_file():
         return cdir / CURATED_FILE
     if run.curate is not None and run.curate.enabled:
-        raise JobError(f"{run.run_id}: curate is enabled but {cdir} is not done; run `scaling resume` first")
+        raise JobError(f"{run.run_id}: curate is enabled but {cdir} is not done; run `scaling resume {study_ref(study_dir)}` first")
     return None
 
 
