@@ -176,3 +176,15 @@ def test_checkpointable_job_saves_requeues_and_resumes(slurm_env):
     assert out["resumed_from"] == ["checkpoint-1"]
     assert (sdir / "a" / "train" / "starts").read_text() == "2"
     assert sd.read_manifest(sdir)["runs"]["a/train"]["job_id"] == job_id  # same job, requeued by Slurm
+
+
+@pytest.mark.slurm
+def test_pure_nodelist_parser_agrees_with_scontrol(slurm_cluster):
+    """The multi-node job body expands SLURM_JOB_NODELIST without scontrol; it must agree with it."""
+    from scaling.jobs import multinode as MN
+
+    # (a suffix after a bracket, "a[1-2]-ib", is refused by Debian's Slurm 22.05: "Invalid hostlist")
+    for nodelist in ("gpu-[01-02,05],x", "r[1-2]n[1-2]", "node1"):
+        res = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == MN.expand_nodelist(nodelist), nodelist
