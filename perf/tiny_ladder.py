@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def report(sdir: Path, *, quick: bool) -> None:
     bench = sorted({b for (_, _, b) in figs})[0] if figs else None
     limit = 3 if quick else 15
     print(f"\ntargets (issue 12; benchmark {bench}, accuracy at the largest budget):")
-    print(f"  wall time {total / 60:.1f} min (target < {limit} min)")
+    print(f"  wall time {total / 60:.1f} min (target < {limit} min: {'met' if total < limit * 60 else 'NOT met'})")
     if not bench:
         return
     base = {s: figs[(s, "base", bench)] for s in dense if (s, "base", bench) in figs}
@@ -109,15 +110,20 @@ def report(sdir: Path, *, quick: bool) -> None:
             print(f"  after SFT {big} {a2:.1%} >= {small} {a1:.1%} within +-{half:.1%} (95% interval of the "
                   f"difference): {'met' if a2 - a1 >= -half else 'NOT met'}")
     if largest in base:
-        print(f"  largest dense size {largest} after SFT {base[largest][0]:.1%} (target >= 75%)")
+        a = base[largest][0]
+        print(f"  largest dense size {largest} after SFT {a:.1%} (target >= 75%: {'met' if a >= 0.75 else 'NOT met'})")
     if dense and dense[0] in base:
-        print(f"  smallest size {dense[0]} after SFT {base[dense[0]][0]:.1%} (target <= 60%)")
+        a = base[dense[0]][0]
+        print(f"  smallest size {dense[0]} after SFT {a:.1%} (target <= 60%: {'met' if a <= 0.60 else 'NOT met'})")
     for s in dense + sorted(moe):
         if (s, "base", bench) in figs and (s, "trained", bench) in figs:
-            ba, bl, _ = figs[(s, "base", bench)]
-            ta, tl, _ = figs[(s, "trained", bench)]
-            print(f"  GRPO {s}: length {(tl - bl) / bl:+.0%} (target <= -30%), accuracy {(ta - ba) * 100:+.1f} points "
-                  f"(target >= -3)")
+            ba, bl, bn = figs[(s, "base", bench)]
+            ta, tl, tn = figs[(s, "trained", bench)]
+            d = (ta - ba) * 100
+            half = 196 * ((ba * (1 - ba) / bn + ta * (1 - ta) / tn) ** 0.5)  # 95%, two independent proportions
+            verdict = "met" if d >= -3 - 1e-9 else ("NOT met, within sampling error" if d + half >= -3 else "NOT met")
+            print(f"  GRPO {s}: length {(tl - bl) / bl:+.0%} (target <= -30%: {'met' if tl <= 0.7 * bl else 'NOT met'}), "
+                  f"accuracy {d:+.1f} points [95%: {d - half:+.1f}, {d + half:+.1f}] (target >= -3: {verdict})")
     summary = sdir / "report" / "summary.json"
     if not summary.is_file():
         print("  (no report/summary.json: run `scaling report` for the fit and the phases)")
@@ -140,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("recipe", nargs="?", default="recipes/tiny-ladder-quick.yaml")
     ap.add_argument("--study", help="summarise this finished study directory instead of launching")
     ap.add_argument("--runs-dir", help="launch into this runs dir (default: a temporary one, kept)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to scaling launch")
     args = ap.parse_args(argv)
     if args.study:
         sdir = Path(args.study)
@@ -148,9 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     runs = Path(args.runs_dir or tempfile.mkdtemp(prefix="tiny-ladder-perf-"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
+    loads: list[float] = []  # 1-minute load average, sampled every 15 s while the study runs
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(15.0):
+            loads.append(os.getloadavg()[0])
+
+    before = os.getloadavg()[0]
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    sets = [a for kv in args.set for a in ("--set", kv)]
     proc = subprocess.run([sys.executable, "-m", "scaling", "launch", args.recipe, "--executor", "local", "--wait",
-                           "--runs-dir", str(runs)], cwd=ROOT, env=env)
+                           "--runs-dir", str(runs), *sets], cwd=ROOT, env=env)
+    stop.set()
     print(f"launch exit {proc.returncode} after {(time.perf_counter() - t0) / 60:.1f} min (runs dir {runs})")
+    if loads:  # 2 cores busy = 2.0; above that something else shared the machine
+        print(f"load average (1 min) before {before:.2f}; during the run mean {sum(loads) / len(loads):.2f}, "
+              f"max {max(loads):.2f} ({len(loads)} samples)")
     sdir = next((p.parent for p in runs.glob("*/manifest.json")), None)
     if sdir is None:
         print("no study directory was written")

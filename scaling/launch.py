@@ -41,6 +41,7 @@ from .records import ClusterProfile, JobSpec, Plan, Resources
 SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
 # Seconds between state polls while waiting (labelled default; tests pass a smaller value).
 POLL_S = 10.0
+DRIVE_POLL_S = 2.0  # labelled default: how often the local driver looks for a free slot
 LIVE = ("pending", "running")
 FINAL = ("done", "failed", "cancelled", "timeout", "blocked")
 
@@ -538,12 +539,17 @@ def _drive(sdir: Path, ex: Executor, jobs: list[JobSpec], *, poll_s: float, prog
            parallel: int = 1, weights: dict[str, float] | None = None) -> None:
     """No scheduler dependencies (local, debug): this process submits each run (array item)
     once its dependencies are done, at most ``parallel`` at a time, until nothing can run.
-    With several slots, ready runs of heavier ``weights`` (model size) start first.
+    With several slots, the ready run with the longest chain still ahead of it starts first
+    (``critical_path_s``: its own estimate plus its longest line of dependants; then heavier
+    ``weights``, the model size): an evaluation, which nothing waits for, fills a free slot
+    after the SFT of a small size, whose train and evaluations still have to follow.
     Within one drive a unit is submitted once: a failure is left for ``resume``."""
     order = topo_order(jobs)
-    if parallel > 1 and weights:
+    if parallel > 1:
         rank = {j.run_id: i for i, j in enumerate(order)}
-        order.sort(key=lambda j: (-weights.get(j.run_id, 0.0), rank[j.run_id]))
+        path = critical_path_s(jobs)
+        w = weights or {}
+        order.sort(key=lambda j: (-path[j.run_id], -w.get(j.run_id, 0.0), rank[j.run_id]))
     attempted: set[tuple[str, str]] = set()
     started_ts = time.time()
     while True:
@@ -573,7 +579,9 @@ def _drive(sdir: Path, ex: Executor, jobs: list[JobSpec], *, poll_s: float, prog
             started = True
         if not started and live == 0:
             break
-        time.sleep(poll_s if live else 0)
+        # a slot freed here stays idle until the next look: look often (a look reads the manifest
+        # and the jobs' states, ~10 ms); 10 s between looks cost ~1 min of idle CPU over the tiny ladder
+        time.sleep(min(poll_s, DRIVE_POLL_S) if live else 0)
     final = refresh_states(sdir, sd.read_manifest(sdir), ex)
     _store_states(sdir, final)
     if progress:
@@ -804,8 +812,8 @@ def _verdict(sdir: Path, states: dict[str, dict[str, Any]]) -> int:
 
 
 def plan_estimates_s(jobs: list[JobSpec]) -> dict[str, float]:
-    """run_id -> the plan's wall-time estimate of the job in seconds: GPU-hours over its GPUs when
-    the plan has them, else the time limit read back through ``rules.time_limit_min``'s padding
+    """run_id -> the plan's wall-time estimate of the job in seconds: the job's ``hours``; for a
+    plan written before that field, GPU-hours over its GPUs when the plan has them, else the time limit read back through ``rules.time_limit_min``'s padding
     (estimate x TIME_SAFETY + STARTUP_MIN), at least one minute. Only ratios matter to the
     progress estimate, which is recalibrated against the observed times as runs finish."""
     try:
@@ -816,11 +824,27 @@ def plan_estimates_s(jobs: list[JobSpec]) -> dict[str, float]:
     for j in jobs:
         r = j.resources
         gpus = max(0, r.gpus_per_node) * max(1, r.nodes) * max(1, len(j.array) or 1)
-        if j.gpu_hours > 0 and gpus > 0:
+        if j.hours > 0:  # 0 in manifests written before the field
+            out[j.run_id] = j.hours * 3600.0
+        elif j.gpu_hours > 0 and gpus > 0:
             out[j.run_id] = j.gpu_hours * 3600.0 / gpus
         else:
             out[j.run_id] = max(60.0, (max(0, r.timeout_min) - STARTUP_MIN) / TIME_SAFETY * 60.0)
     return out
+
+
+def critical_path_s(jobs: list[JobSpec]) -> dict[str, float]:
+    """run_id -> the plan's estimate of the job plus the longest chain of jobs that wait on it
+    (list scheduling by critical path: the classic priority for a dependency graph on few slots)."""
+    est = plan_estimates_s(jobs)
+    children: dict[str, list[str]] = {j.run_id: [] for j in jobs}
+    for j in jobs:
+        for a in j.after:
+            children.setdefault(a, []).append(j.run_id)
+    path: dict[str, float] = {}
+    for j in reversed(topo_order(jobs)):
+        path[j.run_id] = est[j.run_id] + max((path[c] for c in children[j.run_id]), default=0.0)
+    return path
 
 
 class _Progress:
@@ -873,13 +897,16 @@ class _Progress:
         if not self._est:
             return None
         left = 0.0
+        worked = 0.0  # planned seconds of the runs still live that are behind us already
         for r in todo:
             est = self._est.get(r, 60.0)
             ran = now - self._started[r] if r in self._started else 0.0
             left += max(est * 0.1, est - ran)  # a run past its estimate still has a little left
+            worked += min(est, ran)
         ended = [r for r in self._ended_here if r in self._est]
-        if ended:  # observed wall seconds per planned second, parallel slots included
-            planned = sum(self._est[r] for r in ended)
+        if ended:  # observed wall seconds per planned second, parallel slots included: the live
+            # runs count for what they have done, else the first run to end on 2 slots doubles it
+            planned = sum(self._est[r] for r in ended) + worked
             return left * (now - self._t0) / max(planned, 1.0)
         return left / self._parallel
 
@@ -889,6 +916,8 @@ class _Progress:
         changed = []
         for r, s in states.items():
             st, old = s["state"], self._seen.get(r)
+            if st == "not_submitted" and old in LIVE and s.get("items_done"):
+                st = old  # an array between two items (the local driver submits the next one): no line
             if st in LIVE and r not in self._started:  # submitted after the previous look at the latest
                 self._started[r] = self._last if not first else now
             if old is not None and old in LIVE + ("not_submitted", "unknown") and st in FINAL and st != "blocked":

@@ -226,7 +226,7 @@ def make_plan(study: Any) -> Plan:
             gh = hours * gpus[stage]
             jobs.append(JobSpec(name=job_name(study.name, run.run_id), run_id=run.run_id, entry=ENTRIES[stage],
                                 after=after, array=list(array or []), resources=run.resources,
-                                gpu_hours=round(gh, 3), checkpointable=checkpointable))
+                                gpu_hours=round(gh, 3), checkpointable=checkpointable, hours=round(hours, 4)))
             runs.append(run)
             return gh
 

@@ -361,6 +361,7 @@ class JobSpec:
     resources: Resources = field(default_factory=Resources)
     gpu_hours: float = 0.0  # estimate (whole job, all array tasks)
     checkpointable: bool = False  # requeues itself on timeout/preemption
+    hours: float = 0.0  # the planner's wall-time estimate (whole job, all array tasks; CPU jobs too)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -60,6 +60,11 @@ GEN_UTILISATION = 0.10  # labelled default: decode-heavy vLLM generation reaches
 GEN_UTILISATION_TRANSFORMERS = 0.01  # labelled default: transformers generate() on a sharded training model, ~1% of peak
 TRAIN_UTILISATION = 0.30  # labelled default: fwd+bwd with gradient checkpointing and ZeRO reaches ~30% MFU
 CPU_GFLOPS_PER_CORE = 10.0  # labelled default: effective fp32 matmul throughput of one CPU core (tiny models)
+# SFT on CPU, per core, against the planner's token count (max_length / 2 per trace): calibrated on
+# the tiny ladder's SFT jobs (docs/tiny-ladder.md, "Measured figures"); generation-heavy stages
+# (GRPO, evaluation) are bound by per-token overhead and keep CPU_GFLOPS_PER_CORE.
+CPU_SFT_GFLOPS_PER_CORE = 160.0  # labelled default, measured
+CPU_JOB_STARTUP_S = 15.0  # labelled default, measured: a CPU job's imports, model load and data before its first step
 MEAN_ROLLOUT_FRAC = 0.60  # labelled default: mean rollout length / L_R over training (starts near L_R, falls toward L_T)
 EVAL_MEAN_FRAC = 0.50  # labelled default: mean response length / largest budget (Art Table: 0.6B base 14.9k at 32k)
 TARGET_TRAIN_HOURS = 24.0  # labelled default: add GPUs until training is estimated to finish within a day
@@ -575,6 +580,12 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
         res = job_resources(profile, gpus=g, timeout_min=time_limit_min(hours, profile))
         _resources(out, prov, reasons, "sft", res, s.resources.sft, "sft_layout", why)
 
+    if profile.gpus_per_node <= 0:  # CPU: a small job's time is mostly its start (imports, model load)
+        start_h = CPU_JOB_STARTUP_S / 3600
+        for key in ("sft_hours", "train_hours", "curate_hours"):
+            if key in est:
+                est[key] += start_h
+        est["eval_hours"] = {b: h + start_h for b, h in est["eval_hours"].items()}  # one process per benchmark
     out["provenance"] = prov
     out["reasons"] = reasons
     return out
@@ -657,8 +668,9 @@ def _sft_layout(facts: ModelFacts, profile: ClusterProfile, sft: Any, given: Any
     fine-tuning state fits and whose estimate is within TARGET_TRAIN_HOURS (6 x active FLOPs/token)."""
     f = forward_flops_per_token(facts, context=sft.max_length / 2)
     counts = [max(1, (given.nodes or 1) * given.gpus_per_node)] if given.gpus_per_node else gpu_counts(profile)
-    if profile.gpus_per_node <= 0:
-        hours = tokens * f * 4 / _throughput(profile, 1, TRAIN_UTILISATION) / 3600
+    if profile.gpus_per_node <= 0:  # one process of cpus_per_job cores, no checkpointing: 3 passes
+        cores = profile.cpus_per_job or profile.cpus_per_node
+        hours = tokens * f * 3 / (cores * CPU_SFT_GFLOPS_PER_CORE * 1e9) / 3600
         return 0, 0, hours, "CPU profile"
     budget = profile.gpu_mem_gb * USABLE_MEM_FRAC
     chosen = None

@@ -26,7 +26,11 @@ from typing import Any
 
 from ..records import ModelFacts
 
-TINY_VOCAB = 384  # total entries incl. special tokens; the model's vocab_size (see tiny_facts)
+# Total entries incl. special tokens; the model's vocab_size (see tiny_facts). 474 is every merge the
+# corpus allows: each pre-token of the task's text (a word, " +", a digit) is one token, so the
+# method's prompt suffix is 16 tokens instead of 35 and a training example 153 instead of 186
+# (docs/tiny-ladder.md, "Where the time goes"). Digits stay single tokens (the pre-tokenizer).
+TINY_VOCAB = 474
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 # Like Qwen3 (tokenizer_config.json: "special": false), the thinking markers are added tokens
 # that are NOT special: decoding with skip_special_tokens=True (as TRL does) keeps them.

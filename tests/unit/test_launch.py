@@ -370,6 +370,41 @@ def test_with_several_local_slots_the_largest_size_starts_first(runs):
     assert ex.order == ["big/train", "small/train", "big/eval-trained"]  # dependencies still hold
 
 
+def test_a_ready_run_with_a_longer_chain_ahead_starts_before_a_bigger_models_evaluation(runs):
+    """Critical-path order (issue 12: the tiny ladder's small sizes used to start last, after the
+    big sizes' evaluations, and their sft -> train -> eval chains made the tail). Here the
+    evaluation belongs to the larger model, yet the small size's SFT, with two jobs waiting on it,
+    starts first; estimates come from the jobs' ``hours``."""
+    import dataclasses
+
+    class Recorder(L.DebugExecutor):
+        def __init__(self):
+            super().__init__()
+            self.order: list[str] = []
+
+        def submit(self, job, bodies, *, folder, after):
+            self.order.append(job.run_id)
+            return super().submit(job, bodies, folder=folder, after=after)
+
+    hours = {"big/eval-base": 0.02, "big/eval-trained": 0.02, "big/train": 0.1, "small/train": 0.05,
+             "small/eval-trained": 0.02}
+    specs = [B.job("big/eval-base", "ok", study="c"), B.job("big/train", "ok", study="c"),
+             B.job("small/train", "ok", study="c"),
+             B.job("small/eval-trained", "ok", after=["small/train"], study="c")]
+    jobs = [dataclasses.replace(j, hours=hours[j.run_id]) for _, j in specs]
+    path = L.critical_path_s(jobs)
+    assert path["small/train"] == pytest.approx((0.05 + 0.02) * 3600) and path["big/eval-base"] == pytest.approx(72)
+    sdir = runs / "c"
+    sdir.mkdir(parents=True)
+    ex = Recorder()
+    sd.update_manifest(sdir, lambda m: m["runs"].update(
+        {j.run_id: {**sd.run_entry(sdir, j.run_id, items=[]), "job": L._job_to_dict(j)} for j in jobs}),
+        create=sd.new_manifest("c", "debug"))
+    L._drive(sdir, ex, jobs, poll_s=0.0, parallel=2, weights={"big/eval-base": 3e6, "big/train": 3e6})
+    assert ex.order[:2] == ["big/train", "small/train"], ex.order  # not big/eval-base
+    assert ex.order.index("small/eval-trained") > ex.order.index("small/train")
+
+
 # ------------------------------------------------------------------ issue 14: reliability
 ROOT = Path(__file__).resolve().parents[2]
 CANARY = "canary-7d41e0b9c2"

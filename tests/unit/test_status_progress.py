@@ -159,6 +159,21 @@ def test_launch_wait_to_a_pipe_prints_state_changes_while_it_runs(tmp_path):
     assert any(re.search(r"  left ~\d+:\d\d:\d\d$", m.string) for _, m in changes[:-1]), f"no time left:\n{text}"
 
 
+def test_an_array_between_two_items_prints_no_state_line(capsys):
+    """The local driver submits an array's next item once the previous one ends: for a moment the
+    run has an item done and none submitted. That is no state change a person should read
+    (it printed "running", "not_submitted", "running" for one evaluation)."""
+    prog = L._Progress(2, lines=True)
+    run = "1m/eval-base"
+    seq = [{"state": "not_submitted", "items_done": 0}, {"state": "running", "items_done": 0},
+           {"state": "not_submitted", "items_done": 1}, {"state": "running", "items_done": 1},
+           {"state": "done", "items_done": 2}]
+    for s in seq:
+        prog.update({run: s, "1m/sft": {"state": "done"}})
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if f"  {run}  " in ln]
+    assert [ln.split("  ")[2] for ln in lines] == ["running", "done"], lines
+
+
 # ------------------------------------------------------------------- GPU work without GPUs
 def test_a_gpu_study_on_a_machine_without_gpus_is_refused_before_anything_starts(tmp_path, monkeypatch, capsys):
     from scaling import slurm
