@@ -123,7 +123,7 @@ def report(sdir: Path, *, quick: bool) -> None:
             half = 196 * ((ba * (1 - ba) / bn + ta * (1 - ta) / tn) ** 0.5)  # 95%, two independent proportions
             verdict = "met" if d >= -3 - 1e-9 else ("NOT met, within sampling error" if d + half >= -3 else "NOT met")
             print(f"  GRPO {s}: length {(tl - bl) / bl:+.0%} (target <= -30%: {'met' if tl <= 0.7 * bl else 'NOT met'}), "
-                  f"accuracy {d:+.1f} points [95%: {d - half:+.1f}, {d + half:+.1f}] (target >= -3: {verdict})")
+                  f"accuracy {d:+.1f} points [95%, unpaired: {d - half:+.1f}, {d + half:+.1f}] (target >= -3: {verdict})")
     summary = sdir / "report" / "summary.json"
     if not summary.is_file():
         print("  (no report/summary.json: run `scaling report` for the fit and the phases)")
