@@ -125,13 +125,13 @@ def load_benchmark(name: str) -> BenchmarkSpec:
 
 
 def _from_yaml(name: str, f: Path) -> BenchmarkSpec:
-    from .recipe import MAX_RECIPE_BYTES, _scan_yaml  # the recipe caps: size, aliases, depth, duplicates
+    from .yamlscan import MAX_RECIPE_BYTES, scan_yaml  # the recipe caps: size, aliases, depth, duplicates
 
     try:
         if f.stat().st_size > MAX_RECIPE_BYTES:
             raise RecipeError(f"file is larger than {MAX_RECIPE_BYTES // 1024} KiB; is this the right file?", path=str(f))
         text = f.read_text()
-        _scan_yaml(text, str(f))
+        scan_yaml(text, str(f))
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"not valid YAML: {str(exc).splitlines()[0]}", path=str(f)) from exc

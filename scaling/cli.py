@@ -94,10 +94,10 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         force=args.force,
     )
     if rc == 0 and args.wait and args.report and not args.dry_run:
-        from .launch import _resolve_runs_dir
+        from .launch import resolve_runs_dir
         from .studydir import study_dir
 
-        return _report_after_wait(study_dir(plan.study, _resolve_runs_dir(study, args.runs_dir)))
+        return _report_after_wait(study_dir(plan.study, resolve_runs_dir(study, args.runs_dir)))
     return rc
 
 
@@ -109,7 +109,7 @@ def _report_after_wait(sdir: Path) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .launch import status
+    from .status import status
 
     return status(args.study, runs_dir=args.runs_dir, watch=args.watch, wide=args.wide)
 

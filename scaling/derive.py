@@ -51,7 +51,8 @@ from .facts import (
     load_tokenizer_config,
     thinking_facts,
 )
-from .records import ModelFacts
+from .records import ModelFacts, to_dict
+from .rules import derive_size_settings
 
 # facts every size of a family usually shares: written once in family.yaml (most common value),
 # overridden in a size file where a model differs. Comments name the config.json key.
@@ -211,7 +212,6 @@ def rule_settings(
     import yaml
 
     from .recipe import load_study
-    from .rules import derive_size_settings
     from .studydir import atomic_write_text
 
     with tempfile.TemporaryDirectory(prefix="scaling-derive-") as scratch:
@@ -281,8 +281,6 @@ def _common(values: list[Any]) -> Any:
 
 def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if dataclasses.is_dataclass(d) and not isinstance(d, type):
-        from .records import to_dict
-
         d = to_dict(d)
     if isinstance(d, dict):
         out: list[tuple[str, Any]] = []
@@ -420,7 +418,7 @@ def _settings_comment(settings: dict[str, Any], profile_name: str, present: set[
 
 def write_family(files: dict[str, str], out: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Write the family directory atomically: a temporary sibling renamed into place."""
-    from .studydir import atomic_write_text
+    from .studydir import atomic_write_text  # looked up at call time: a test makes one write fail
 
     target = Path(out)
     if target.exists() and not target.is_dir():

@@ -3,7 +3,7 @@
     from scaling.fit import fit_trend, fit_trends, parse_size
     fit = fit_trend(points)                 # points: SizePoints of one (metric, arm, benchmark, budget)
     fit.coef, fit.coef_lo, fit.coef_hi      # coefficients and their intervals
-    fit.predict(parse_size("70b"))          # (value, lo, hi)
+    predict(fit, parse_size("70b"))         # (value, lo, hi)
 
 x = log10(params), with params the *active* parameter count (MoE-aware) unless the points say
 ``params_convention="total"``. x_ref is the mean x of the fitted sizes (the geometric-mean size),

@@ -13,13 +13,15 @@ What it does
 
     Each ``RunSpec`` is fully resolved (no ``None`` left in what its job reads) and carries the
     provenance of every leaf: the recipe file, ``--set``, ``default`` or ``rule:<name>``.
-    Incompatible settings raise ``PlanError`` with the fix, before anything is submitted.
+    Incompatible settings raise ``PlanError`` with the fix, before anything is submitted:
+    ``_check`` is the one home of every cross-field rule (``whole_groups_problem`` is shared with
+    jobs/train.py, which re-checks a hand-edited run.yaml).
 
 How to run it
     ``scaling plan recipes/qwen3-ladder.yaml [--sizes 0.6B,8b] [--profile small_4x24gb]
     [--explain 8b] [--json plan.json]``
 
-The GPU-hours are estimates (rules.py states the model and its labelled utilisations); the
+The GPU-hours are estimates (capacity.py states the model and its labelled utilisations); the
 paper reports none, so they are ours. This module imports the standard library only (rich
 lazily, inside ``print_plan``).
 """
@@ -34,8 +36,10 @@ import types
 import typing
 from typing import Any
 
+from .capacity import tp_candidates
 from .errors import PlanError
 from .records import (
+    GROUP_SHAPINGS,
     SCHEMA_VERSION,
     ClusterProfile,
     EvalSettings,
@@ -45,11 +49,13 @@ from .records import (
     Resources,
     RunSpec,
     SftSettings,
+    Shaping,
     Stage,
     TrainSettings,
     VllmMode,
     to_dict,
 )
+from .rules import derive_size_settings
 
 ENTRIES = {
     "curate": "scaling.jobs.curate:main",
@@ -99,11 +105,20 @@ def _unwrap(tp: Any) -> Any:
     return tp
 
 
+def whole_groups_problem(shaping: Shaping, prompts: int, world: int) -> str | None:
+    """A group-normalised shaping (records.GROUP_SHAPINGS) scores each completion against its
+    prompt's whole group, so every training process must hold whole groups: ``prompts`` (per
+    rollout batch) a multiple of the ``world`` training processes. The refusal, or None."""
+    if Shaping(shaping) in GROUP_SHAPINGS and prompts % world:
+        return (f"shaping {Shaping(shaping).value} needs whole groups per process: "
+                f"train.prompts_per_step={prompts} must be a multiple of {world} processes")
+    return None
+
+
 def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSettings, model: Any,
            res: dict[str, Resources], stages: list[str]) -> None:
-    """Incompatible or infeasible settings -> PlanError naming the key and the fix."""
-    from .rules import tp_candidates
-
+    """Incompatible or infeasible settings -> PlanError naming the key and the fix. The one home
+    of each cross-field rule: the rules (rules.py, capacity.py) derive, they do not refuse."""
     if train.finetune is Finetune.lora and train.zero_stage == 3:
         raise PlanError(f"{size}: finetune=lora with zero_stage=3 is not supported; set "
                         f"sizes.{size}.train.finetune=full or sizes.{size}.train.zero_stage=2")
@@ -125,7 +140,7 @@ def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSet
                         "drop the larger budgets (eval.budgets)")
     if train.prompts_per_step % train.mini_batch_prompts:
         raise PlanError(f"{size}: train.mini_batch_prompts={train.mini_batch_prompts} does not divide "
-                        f"train.prompts_per_step={train.prompts_per_step}; pick a divisor")
+                        f"train.prompts_per_step={train.prompts_per_step}; pick a divisor or null (rule)")
     for stage in stages:
         r = res[stage]
         where = f"sizes.{size}.resources.{stage}"
@@ -151,8 +166,6 @@ def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSet
                 raise PlanError(f"{size}: {where}: tensor_parallel x data_parallel = "
                                 f"{r.tensor_parallel * r.data_parallel} exceeds the job's {r.gpus_per_node * r.nodes} "
                                 "GPUs; lower them or raise gpus_per_node")
-    from .rules import GROUP_SHAPINGS
-
     world = max(1, res["train"].nodes * res["train"].gpus_per_node)
     if gpu and train.vllm_mode is VllmMode.server:
         world -= res["train"].tensor_parallel
@@ -160,9 +173,9 @@ def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSet
     if gpu and (world < 1 or completions % world):
         raise PlanError(f"{size}: {completions} completions per optimiser step do not split over {world} training "
                         "processes; change resources.train (nodes/gpus_per_node/tensor_parallel) or train.prompts_per_step")
-    if gpu and train.reward.shaping in GROUP_SHAPINGS and train.prompts_per_step % world:
-        raise PlanError(f"{size}: shaping {train.reward.shaping.value} needs whole groups per process: "
-                        f"train.prompts_per_step={train.prompts_per_step} must be a multiple of {world} processes")
+    groups = whole_groups_problem(train.reward.shaping, train.prompts_per_step, world) if gpu else None
+    if groups:
+        raise PlanError(f"{size}: {groups}")
     if gpu and train.vllm_mode is VllmMode.colocate:
         r = res["train"]
         if (r.nodes * r.gpus_per_node) % r.tensor_parallel:
@@ -172,8 +185,6 @@ def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSet
 
 def make_plan(study: Any) -> Plan:
     """Expand a ``recipe.Study`` into a ``records.Plan`` (see the module docstring)."""
-    from .rules import derive_size_settings
-
     profile: ClusterProfile = study.profile
     runs: list[RunSpec] = []
     jobs: list[JobSpec] = []
@@ -419,4 +430,4 @@ def _build(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["make_plan", "print_plan", "plan_to_json", "plan_from_json", "job_name", "ENTRIES"]
+__all__ = ["make_plan", "print_plan", "plan_to_json", "plan_from_json", "job_name", "whole_groups_problem", "ENTRIES"]

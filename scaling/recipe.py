@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from .errors import ECHO_MAX, RecipeError, short
+from .yamlscan import MAX_RECIPE_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, scan_yaml  # noqa: F401 (caps, tests)
 from .records import ClusterProfile, CurateSettings, EvalSettings, ModelFacts, SftSettings, TrainSettings, to_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,13 +54,6 @@ CHECKPOINTS = ("base", "trained")
 THINKING = ("hybrid", "always", "none")
 DEFAULT_PROFILE = "h100_8x80gb"
 _NAME_RE = re.compile(r"[a-z0-9_-]+")
-# Caps applied BEFORE YAML reaches omegaconf (issue 14: a 584-byte alias bomb hung `check`, a
-# 50 MB recipe took 100 s and 2.9 GB). Labelled defaults: the largest shipped recipe file is a few
-# KB, so 1 MiB is far above any real one; 32 levels is twice the deepest real nesting (8). With
-# no aliases the number of YAML nodes is bounded by the file size, so no separate node cap.
-MAX_RECIPE_BYTES = 1024 * 1024
-MAX_YAML_DEPTH = 32
-MAX_YAML_NODES = 10_000  # values + sections in one file; the largest shipped file has < 1,000
 MAX_LIST_ITEMS = 64  # eval.budgets, eval.benchmarks (real lists have 5-10): each one multiplies jobs
 MAX_STUDY_NAME = 64  # a directory name and part of every scheduler job name
 MAX_SEED = 2**32 - 1  # numpy / transformers.set_seed accept 32-bit seeds only
@@ -479,7 +473,7 @@ class _Loader:
             except (OSError, UnicodeDecodeError) as err:
                 raise RecipeError(f"cannot read ({type(err).__name__}); check the file", path=shown) from None
             try:
-                _scan_yaml(text, shown)
+                scan_yaml(text, shown)
                 data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
             except yaml.YAMLError as err:
                 mark = getattr(err, "problem_mark", None)
@@ -536,47 +530,6 @@ class _Loader:
             f"include {name!r} not found (looked in {_display(here)} and {_display(recipes_root())}); fix the file name",
             path=shown, key="include",
         )
-
-
-def _scan_yaml(text: str, shown: str) -> None:
-    """Refuse what YAML allows and a recipe must not have, from the event stream (libyaml's
-    parser, linear in the text; nothing is built): anchors and aliases (an alias bomb expands
-    exponentially inside omegaconf), nesting deeper than MAX_YAML_DEPTH, and duplicate keys in
-    a mapping (YAML keeps the later one silently)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    stack: list[list[Any]] = []  # [is_mapping, expecting_a_key, {key: line}]
-
-    def node_done() -> None:
-        if stack and stack[-1][0]:
-            stack[-1][1] = not stack[-1][1]
-
-    nodes = 0
-    for ev in yaml.parse(text, Loader=loader):
-        line = ev.start_mark.line + 1 if ev.start_mark is not None else 0
-        if isinstance(ev, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            nodes += 1
-            if nodes > MAX_YAML_NODES:
-                raise RecipeError(f"more than {MAX_YAML_NODES:,} YAML values (line {line}); a recipe holds a few "
-                                  "hundred: is this the right file?", path=shown)
-        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
-            raise RecipeError(f"YAML anchors and aliases (&a / *a) are not allowed (line {line}); "
-                              "write each value out, or use include: for shared settings", path=shown)
-        if isinstance(ev, yaml.ScalarEvent):
-            if stack and stack[-1][0] and stack[-1][1]:
-                keys = stack[-1][2]
-                if ev.value in keys:
-                    raise RecipeError(f"duplicate key {short(ev.value)} (lines {keys[ev.value]} and {line}); "
-                                      "keep one (YAML would silently use the last)", path=shown)
-                keys[ev.value] = line
-            node_done()
-        elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            stack.append([isinstance(ev, yaml.MappingStartEvent), True, {}])
-            if len(stack) > MAX_YAML_DEPTH:
-                raise RecipeError(f"nested deeper than {MAX_YAML_DEPTH} levels (line {line}); "
-                                  "a recipe is a few levels of sections", path=shown)
-        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            stack.pop()
-            node_done()
 
 
 def refuse_interpolation(data: Any, shown: str, prefix: str = "") -> None:

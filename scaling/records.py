@@ -51,6 +51,11 @@ class Shaping(str, enum.Enum):
     tldr = "tldr"  # multi-level length control (Paper B)
 
 
+# shapings whose reward uses the whole group of a prompt: a process must hold whole groups
+# (the layout search in capacity.py, plan.whole_groups_problem, jobs/train.py)
+GROUP_SHAPINGS = frozenset({Shaping.kimi, Shaping.laser_d, Shaping.tldr})
+
+
 class MaskRule(str, enum.Enum):
     """Which rollouts are excluded from the loss (Art's masking variants).
 
@@ -313,7 +318,7 @@ class ClusterProfile:
     constraint: str | None = None
     setup: list[str] = field(default_factory=list)  # lines run before each job (module load ...)
     array_parallelism: int = 8  # concurrency cap of evaluation arrays
-    cpus_per_job: int = 0  # CPU profiles only: cores one job uses (0 = the whole node); see rules.job_resources
+    cpus_per_job: int = 0  # CPU profiles only: cores one job uses (0 = the whole node); see capacity.job_resources
     requeue: bool = True
     extra: dict[str, str] = field(default_factory=dict)  # other sbatch options, verbatim
     # environment variables a Slurm job receives (sbatch --export=NAME,...); [] = Slurm's default,
@@ -496,14 +501,6 @@ class TrendFit:
     point_sd: float = float("nan")  # median sampling sd of the points (metric units)
     loso_errors: dict[str, float] = field(default_factory=dict)  # size -> held-out error
     x_ref: float = 0.0  # log10(params) the coefficients are centred on (fit.py)
-
-    def predict(self, params: float | str, *, interval: str = "observation") -> tuple[float, float, float]:
-        """(value, lo, hi) of the trend at ``params`` parameters (a count or "70b"). ``interval="observation"``
-        (default) bounds a new size's measured value (trend uncertainty from the bootstrap,
-        combined with residual scatter); ``"trend"`` bounds the trend line only. See fit.predict."""
-        from .fit import predict
-
-        return predict(self, params, interval=interval)
 
 
 @dataclass(frozen=True, kw_only=True)

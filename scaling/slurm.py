@@ -8,15 +8,15 @@ This is THE ONLY module that imports submitit. It holds:
 * ``SubmititExecutor``: submits through ``AutoExecutor(cluster="slurm")`` with ``afterok``
   dependencies and job arrays (``executor.batch()``, concurrency cap), or through submitit's
   ``LocalExecutor`` (the launcher then runs jobs in dependency order itself);
-* ``CheckpointableBody``: the training wrapper (``submitit.helpers.Checkpointable``): on
-  timeout/preemption it sends SIGUSR1 to the training processes themselves (the launcher's
-  descendants, found in /proc: torchrun starts workers in their own sessions; the launcher
-  ignores SIGUSR1), which save a checkpoint and exit (contract in team.md), then submitit
-  requeues the job, which resumes from it;
+* ``CheckpointableBody``: the training body (``supervise.SupervisedBody``, which supervises the
+  workers on the node) made a ``submitit.helpers.Checkpointable``: on timeout/preemption the
+  workers save a checkpoint and exit, then submitit requeues the job, which resumes from it;
 * ``preflight``: every distinct resource shape against the live cluster (``sinfo``,
   ``sbatch --test-only``); every problem is collected and reported at once;
 * job states without accounting: ``squeue`` for live jobs, then ``sacct`` if it works (quietly),
   then submitit's result files. Users never see sacct's "accounting disabled" noise.
+* ``jobs_named``: the ids of jobs of one name (``squeue``/``sacct``), to settle a submission
+  left in doubt (``status.reconcile``).
 
 Secrets (HF_TOKEN, WANDB_API_KEY, ...) reach jobs through the submission environment
 (sbatch exports the caller's environment); they are never written into scripts or pickles.
@@ -42,9 +42,9 @@ import submitit.helpers
 from submitit.slurm import slurm as _submitit_slurm
 
 from .errors import LaunchError
-from .launch import JobBody, SECRET_ENV_VARS
 from .records import ClusterProfile, JobSpec
 from .studydir import pid_alive
+from .supervise import SECRET_ENV_VARS, SIGNAL_DELAY_CHECKPOINT_S, JobBody, SupervisedBody
 
 
 def _quiet_submitit() -> None:
@@ -53,9 +53,8 @@ def _quiet_submitit() -> None:
     logging.getLogger("submitit").setLevel(logging.ERROR)
 
 # Seconds between Slurm's warning signal and the kill. Checkpointable (training) jobs get more
-# time so the largest sizes can write a ZeRO-3 checkpoint (labelled default, not from a paper);
+# time so the largest sizes can write a ZeRO-3 checkpoint (supervise.SIGNAL_DELAY_CHECKPOINT_S);
 # other jobs keep submitit's default of 90 s.
-SIGNAL_DELAY_CHECKPOINT_S = 300
 SIGNAL_DELAY_DEFAULT_S = 90
 # sbatch options added to every job: a dependent job whose dependency failed is removed
 # instead of pending forever ("DependencyNeverSatisfied"); `scaling resume` resubmits it.
@@ -151,161 +150,19 @@ def dependency_string(after_ids: list[str]) -> str | None:
 
 
 # --------------------------------------------------------------------- job wrappers
-def _preempt_signal() -> int:
-    """The signal Slurm sends before the time limit (submitit's ``--signal``; USR2 unless
-    SUBMITIT_PREEMPT_SIGNAL says otherwise)."""
-    return int(getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")))
-
-
-class CheckpointableBody(JobBody, submitit.helpers.Checkpointable):
-    """Training job body (``JobSpec.checkpointable``).
-
-    Runs the worker (``jobs.multinode.worker_command``: ``accelerate launch`` on each node for
-    multi-GPU runs, else one Python process) in its own process group. When Slurm's warning
-    signal arrives (time limit or preemption), every node forwards SIGUSR1 to its workers, which
-    save a checkpoint at the end of the step and exit (team.md train contract); rank 0 then
-    waits for them, and submitit requeues this same callable, which resumes from
+class CheckpointableBody(SupervisedBody, submitit.helpers.Checkpointable):
+    """Training job body (``JobSpec.checkpointable``): ``supervise.SupervisedBody`` (the workers,
+    the forwarded stop signal) made requeueable by submitit. When Slurm's warning signal arrives,
+    submitit calls ``checkpoint`` on rank 0, which waits for the workers to save and exit
+    (``stop_workers``) and requeues this same callable; it resumes from
     ``job_dir/checkpoints/checkpoint-*``.
     """
 
-    grace_s: float = SIGNAL_DELAY_CHECKPOINT_S - 30
-
-    def __call__(self) -> Any:
-        import yaml
-
-        from .jobs.multinode import worker_processes
-        from .records import RunSpec, from_dict
-
-        run = from_dict(RunSpec, yaml.safe_load(Path(self.run_yaml).read_text()))
-        job_dir = Path(self.run_yaml).parent
-        model_path = None
-        if run.train is not None and str(getattr(run.train.vllm_mode, "value", run.train.vllm_mode)) == "server":
-            from .jobs.models import resolve_model
-
-            model_path = resolve_model(run, job_dir.parents[1])
-        procs = worker_processes(run, dict(os.environ), job_dir, entry=self.entry, model_path=model_path)
-        sig = _preempt_signal()
-
-        def ignore(*signals: int) -> Any:
-            def apply() -> None:  # Slurm signals every process of the step; workers hear only our SIGUSR1
-                for s in signals:
-                    signal.signal(s, signal.SIG_IGN)
-            return apply
-
-        server = None
-        proc = None
-        try:
-            for role, cmd, extra in procs:
-                env = {**os.environ, **extra}
-                if role == "server":  # stays up until the workers are gone (they need it to finish a step)
-                    server = subprocess.Popen(cmd, env=env, start_new_session=True,
-                                              preexec_fn=ignore(sig, signal.SIGUSR1))
-                else:  # the launcher ignores SIGUSR1 (torchrun has no handler for it: it would die);
-                    # the training workers install their own handler (jobs/train.py StopOnSignal)
-                    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
-                                            preexec_fn=ignore(sig, signal.SIGUSR1))
-            if proc is None:
-                raise RuntimeError(f"{self.entry}: no worker process planned")
-            self._child_pid = proc.pid
-            self._forwarded = False
-            previous = signal.getsignal(sig)
-
-            def forward(signum: int, frame: Any) -> None:
-                self._forward()
-                if callable(previous):
-                    previous(signum, frame)  # submitit: checkpoint() on rank 0, then requeue
-
-            signal.signal(sig, forward)
-            rc = proc.wait()
-        finally:
-            if server is not None:
-                _stop_group(server.pid)
-        if rc != 0:
-            why = " after a stop signal (checkpoint saved; `scaling resume` continues it)" if self._forwarded else ""
-            raise RuntimeError(f"{self.entry} {self.run_yaml} exited with status {rc}{why}")
-        return None
-
-    def _forward(self) -> None:
-        """SIGUSR1 to the worker process and every process below it. torchrun (under
-        ``accelerate launch``) starts each worker in a new session, so signalling the launcher's
-        process group would miss them; the launcher itself ignores SIGUSR1 (see ``__call__``)."""
-        pid = getattr(self, "_child_pid", None)
-        if pid and not getattr(self, "_forwarded", False):
-            self._forwarded = True
-            signal_tree(pid, signal.SIGUSR1)
-
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Wait (bounded) for the workers to save and exit, then requeue a fresh copy."""
-        self._forward()
-        pid = getattr(self, "_child_pid", None)
-        if pid:
-            deadline = time.monotonic() + self.grace_s
-            while time.monotonic() < deadline:
-                try:
-                    done, _ = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if done:
-                    break
-                time.sleep(1.0)
-            else:
-                signal_tree(pid, signal.SIGTERM)
+        self.stop_workers()
         fresh = CheckpointableBody(self.entry, self.run_yaml, self.item)
         return submitit.helpers.DelayedSubmission(fresh, *args, **kwargs)
-
-    def __getstate__(self) -> dict[str, Any]:  # only the strings travel (no pids, no handlers)
-        return {"entry": self.entry, "run_yaml": self.run_yaml, "item": self.item}
-
-
-def descendants(pid: int) -> list[int]:
-    """Live descendants of ``pid`` (children first), read from /proc (Linux): the workers that
-    ``accelerate launch``/torchrun started in their own sessions."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-        except OSError:  # exited meanwhile
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command name may contain spaces
-        children.setdefault(ppid, []).append(int(entry))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in sorted(children.get(todo.pop(0), [])):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def signal_tree(pid: int, signum: int) -> list[int]:
-    """Send ``signum`` to ``pid`` (and its process group, when it leads one) and to each of its
-    descendants; returns the pids."""
-    pids = [pid, *descendants(pid)]
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signum)
-    for p in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(p, signum)
-    return pids
-
-
-def _stop_group(pid: int, grace_s: float = 30.0) -> None:
-    """SIGTERM a process group, then SIGKILL it after ``grace_s``."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.5)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def wrap_body(job: JobSpec, body: JobBody) -> JobBody:
@@ -452,6 +309,21 @@ def cluster_available() -> bool:
     if os.environ.get("SLURM_CONF") or any(Path(p).exists() for p in _SLURM_CONF_PATHS):
         return True
     return _run(["sinfo", "-h", "-o", "%P"], timeout_s=10).returncode == 0
+
+
+def jobs_named(name: str, since_ts: float) -> list[str] | None:
+    """Slurm job ids (array tasks expanded) named ``name``: squeue (live jobs), then sacct from
+    ``since_ts`` when accounting works. None when squeue does not answer."""
+    user = os.environ.get("USER") or ""
+    q = _run(["squeue", "-h", "-r", "-n", name, "-o", "%i", *(["-u", user] if user else [])])
+    if q.returncode != 0:
+        return None
+    ids = {line.strip() for line in q.stdout.splitlines() if line.strip()}
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(max(0.0, since_ts - 60)))
+    a = _run(["sacct", "-n", "-P", "-X", "--name", name, "-S", start, "-o", "JobID"])
+    if a.returncode == 0:
+        ids.update(line.strip() for line in a.stdout.splitlines() if line.strip() and "[" not in line)
+    return sorted(ids)
 
 
 # --------------------------------------------------------------------------- states

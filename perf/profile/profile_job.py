@@ -15,7 +15,7 @@ if __name__ == "__main__":
     item = sys.argv[4] if len(sys.argv) > 4 else None
     import torch  # import cost kept outside the measured span
 
-    from scaling.launch import run_entry
+    from scaling.supervise import run_entry
 
     p = Profiler(interval=0.005)
     w0, c0 = time.perf_counter(), time.process_time()

@@ -19,7 +19,7 @@ if __name__ == "__main__":
     import transformers
 
     import scaling.jobs.sft as S
-    from scaling.launch import run_entry
+    from scaling.supervise import run_entry
 
     study, size, variant = sys.argv[1], sys.argv[2], sys.argv[3]
     make = S.make_sft_config

@@ -27,21 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobError
-from ..records import RunSpec, from_dict
+from ..records import RunSpec
 
 CHUNK_PROMPTS = 64  # prompts per generate() call between progress writes (resume granularity)
 
 
 def load_curate_run(run_yaml: str | os.PathLike[str]) -> RunSpec:
-    import yaml
+    from .common import read_run
 
-    path = Path(run_yaml)
-    if not path.is_file():
-        raise JobError(f"{path}: run.yaml not found (the launcher writes it; rerun `scaling launch`)")
-    run = from_dict(RunSpec, yaml.safe_load(path.read_text()))
-    if run.curate is None or run.train is None:
-        raise JobError(f"{path}: a curate job needs 'curate' and 'train' settings (train.dataset, rollout_limit)")
-    return run
+    return read_run(run_yaml, needs=("curate", "train"), why="a curate job needs both (train.dataset, rollout_limit)")
 
 
 def in_band(pass_rate: float, lo: float, hi: float) -> bool:

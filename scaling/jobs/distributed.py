@@ -159,7 +159,7 @@ def write_accelerate_config(run: RunSpec, path: str | Path) -> Path:
 def limit_cpu_threads(run: RunSpec) -> int:
     """CPU jobs (``resources.gpus_per_node == 0``) use ``resources.cpus_per_task`` threads, so
     that the local launcher can run several at once on one machine without oversubscribing it
-    (rule:cpu_jobs in scaling/rules.py). GPU jobs are left alone. Returns the thread count set
+    (rule:cpu_jobs in scaling/capacity.py). GPU jobs are left alone. Returns the thread count set
     (0 = unchanged). Call before the first heavy torch operation of a job."""
     r = run.resources
     if r.gpus_per_node > 0 or r.cpus_per_task < 1:
@@ -173,13 +173,13 @@ def limit_cpu_threads(run: RunSpec) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import load_run
+    from .common import read_run
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print("usage: python -m scaling.jobs.distributed RUN_YAML OUT.yaml", file=sys.stderr)
         return 2
-    out = write_accelerate_config(load_run(args[0]), args[1])
+    out = write_accelerate_config(read_run(args[0], needs=("train",), why="a train job needs them"), args[1])
     print(out)
     ds = out.with_name(out.stem + ".deepspeed.json")
     if ds.exists():

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobError
-from ..studydir import study_ref
 
 __all__ = ["main", "evaluate_benchmark", "load_run", "PROGRESS_DIR"]
 
@@ -45,18 +44,10 @@ PROGRESS_DIR = ".progress"  # hidden: not part of the job's outputs (DONE's hash
 
 
 def load_run(run_yaml: str | Path) -> Any:
-    """The RunSpec in ``run.yaml`` (validated through the records schema)."""
-    import yaml
+    """The RunSpec in ``run.yaml`` (jobs/common.read_run)."""
+    from .common import read_run
 
-    from ..records import RunSpec, from_dict
-
-    path = Path(run_yaml)
-    if not path.is_file():
-        raise JobError(f"{path}: run.yaml not found (launch writes it; run `scaling resume {study_ref(path.parent.parent.parent)}`)")
-    try:
-        return from_dict(RunSpec, yaml.safe_load(path.read_text()))
-    except Exception as exc:  # omegaconf validation: one line naming the file
-        raise JobError(f"{path}: not a valid run spec: {str(exc).splitlines()[0]}") from exc
+    return read_run(run_yaml)
 
 
 def main(run_yaml: str, item: str | None = None) -> dict[str, Any]:

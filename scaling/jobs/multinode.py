@@ -162,7 +162,7 @@ def worker_processes(run: Any, env: Mapping[str, str], job_dir: str | Path, *, e
     nodes, gpus = int(run.resources.nodes), int(run.resources.gpus_per_node)
     module = entry.partition(":")[0]
     if nodes * gpus <= 1 or module != TRAIN_MODULE:
-        code = "import sys; from scaling.launch import run_entry; run_entry(sys.argv[1], sys.argv[2], None)"
+        code = "import sys; from scaling.supervise import run_entry; run_entry(sys.argv[1], sys.argv[2], None)"
         return [("worker", [sys.executable, "-u", "-c", code, entry, run_yaml], {})]
     from .distributed import write_accelerate_config
 

@@ -22,19 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobError
-from ..records import RunSpec, from_dict
+from ..records import RunSpec
 
 
 def load_sft_run(run_yaml: str | os.PathLike[str]) -> RunSpec:
-    import yaml
+    from .common import read_run
 
-    path = Path(run_yaml)
-    if not path.is_file():
-        raise JobError(f"{path}: run.yaml not found (the launcher writes it; rerun `scaling launch`)")
-    run = from_dict(RunSpec, yaml.safe_load(path.read_text()))
-    if run.sft is None:
-        raise JobError(f"{path}: no 'sft' settings; an SFT job needs sft.dataset and sft.text_column")
-    return run
+    return read_run(run_yaml, needs=("sft",), why="an SFT job needs sft.dataset and sft.text_column")
 
 
 def sft_dataset(run: RunSpec, tokenizer: Any) -> Any:

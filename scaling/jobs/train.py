@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobError
+from ..plan import whole_groups_problem
 from ..studydir import study_ref
-from ..records import Finetune, RunSpec, Shaping, TrainSignal, VllmMode, from_dict, to_table
+from ..records import Finetune, RunSpec, TrainSignal, VllmMode, to_table
 
 SIGNALS_JSONL = "signals.jsonl"
 SIGNALS_PARQUET = "signals.parquet"
 CURATED_FILE = "problems.jsonl"  # written by jobs/curate.py into <size>/curate/
 EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]  # fused MoE experts (transformers 5)
-GROUP_SHAPINGS = {Shaping.kimi, Shaping.laser_d, Shaping.tldr}
 # labelled default: how long TRL's client waits for the vLLM server (TRL's 240 s is short for a cold
 # 14B/30B server: weights from a shared filesystem + CUDA-graph capture take minutes)
 VLLM_SERVER_TIMEOUT_S = 1200.0
@@ -51,16 +51,10 @@ VLLM_SERVER_TIMEOUT_S = 1200.0
 
 # ------------------------------------------------------------------------- run.yaml
 def load_run(run_yaml: str | os.PathLike[str]) -> RunSpec:
-    """The RunSpec of a job (validated through the same schema as recipes)."""
-    import yaml
+    """The RunSpec of a train job (jobs/common.read_run)."""
+    from .common import read_run
 
-    path = Path(run_yaml)
-    if not path.is_file():
-        raise JobError(f"{path}: run.yaml not found (the launcher writes it; rerun `scaling launch`)")
-    run = from_dict(RunSpec, yaml.safe_load(path.read_text()))
-    if run.train is None:
-        raise JobError(f"{path}: stage {run.stage.value} has no 'train' settings; a train job needs them")
-    return run
+    return read_run(run_yaml, needs=("train",), why="a train job needs them")
 
 
 def vllm_runs_on_cpu() -> bool:
@@ -139,11 +133,9 @@ def make_grpo_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str)
         raise JobError(f"{run.run_id}: train.rollout_limit/learning_rate unresolved in run.yaml; re-plan the study")
     world = world_size(run, device)
     per_device, accum, steps_per_gen = batch_layout(run, world)
-    if Shaping(t.reward.shaping) in GROUP_SHAPINGS and int(t.prompts_per_step or 0) % world:
-        raise JobError(
-            f"{run.run_id}: shaping {t.reward.shaping.value} needs whole groups per process: "
-            f"train.prompts_per_step={t.prompts_per_step} must be a multiple of {world} processes"
-        )
+    groups = whole_groups_problem(t.reward.shaping, int(t.prompts_per_step or 0), world)
+    if groups:  # the plan's check (plan._check), again for a hand-edited run.yaml
+        raise JobError(f"{run.run_id}: {groups}")
     cuda = device == "cuda"
     mode = VllmMode(t.vllm_mode or VllmMode.none)
     use_vllm = mode is not VllmMode.none and (cuda or vllm_runs_on_cpu())

@@ -12,6 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scaling import launch as L  # noqa: E402
+from scaling import executors as E  # noqa: E402
+from scaling import status as ST  # noqa: E402
 from scaling import studydir as sd  # noqa: E402
 from tests.slurm import bodies as B  # noqa: E402
 
@@ -40,7 +42,7 @@ def test_local_study_runs_reports_and_resumes_without_rerunning(runs, capsys):
     sdir = runs / "loc"
     m = sd.read_manifest(sdir)
     assert m["executor"] == "local"
-    states = L.refresh_states(sdir, m, L.make_executor("local", plan.profile))
+    states = ST.refresh_states(sdir, m, E.make_executor("local", plan.profile))
     assert states["b/train"]["state"] == "done" and states["b/eval-trained"]["state"] == "done"
     assert states["a/train"]["state"] == "failed" and states["a/eval-trained"]["state"] == "blocked"
     # b/eval-trained started only after b/train was DONE (dependency order kept by the launcher)
@@ -49,7 +51,7 @@ def test_local_study_runs_reports_and_resumes_without_rerunning(runs, capsys):
     assert (sdir / "b" / "train" / "DONE").stat().st_mtime <= (sdir / "b" / "eval-trained" / "x" / "DONE").stat().st_mtime
 
     capsys.readouterr()
-    assert L.status("loc", runs_dir=runs) == 0
+    assert ST.status("loc", runs_dir=runs) == 0
     out = capsys.readouterr().out
     assert "failed" in out and "blocked" in out and "done" in out
     assert "planned failure" in out  # the last log line of the failed job

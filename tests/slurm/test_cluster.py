@@ -17,6 +17,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scaling import launch as L  # noqa: E402
+from scaling import executors as E  # noqa: E402
+from scaling import status as ST  # noqa: E402
 from scaling import studydir as sd  # noqa: E402
 from scaling.errors import LaunchError  # noqa: E402
 from scaling.records import ClusterProfile  # noqa: E402
@@ -41,8 +43,8 @@ def _wait_until(pred, timeout_s: float = 120.0, what: str = "condition"):
 
 
 def _states(sdir: Path) -> dict[str, str]:
-    ex = L.make_executor("slurm", CI)
-    return {r: s["state"] for r, s in L.refresh_states(sdir, sd.read_manifest(sdir), ex).items()}
+    ex = E.make_executor("slurm", CI)
+    return {r: s["state"] for r, s in ST.refresh_states(sdir, sd.read_manifest(sdir), ex).items()}
 
 
 def _squeue_names() -> list[str]:

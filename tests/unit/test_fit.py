@@ -73,7 +73,7 @@ def test_held_out_size_is_predicted_within_its_interval() -> None:
     obs = truth + rng.normal(0, se, len(params))
     boot = obs[None, :-1] + rng.normal(0, se, (1000, len(PARAMS)))
     fit = fit_trend(_points(obs[:-1], PARAMS, se=se, boot=boot))
-    v, lo, hi = fit.predict(70e9)
+    v, lo, hi = predict(fit, 70e9)
     assert lo <= obs[-1] <= hi  # the measured held-out value (observation interval)
     tv, tlo, thi = predict(fit, "70b", interval="trend")
     assert tlo <= truth[-1] <= thi and tv == pytest.approx(v)
@@ -138,7 +138,7 @@ def test_degenerate_fits_raise_fit_error() -> None:
 def test_predictions_of_fractions_stay_in_range() -> None:
     _, pts = _planted(seed=6)
     fit = fit_trend(pts)
-    v, lo, hi = fit.predict(1e15)
+    v, lo, hi = predict(fit, 1e15)
     assert 0.0 <= lo <= v <= hi <= 1.0
     line, blo, bhi = trend_curve(fit, np.geomspace(1e8, 1e12, 20))
     assert np.all((blo <= line) & (line <= bhi) & (bhi <= 1.0))
@@ -190,9 +190,9 @@ def test_95_percent_intervals_cover_the_truth_in_most_seeds() -> None:
         fit = fit_trend(pts, forms=("log_linear",))
         for k, v in LIN.items():
             hits[k] += fit.coef_lo[k] <= v <= fit.coef_hi[k]
-        _, lo, hi = fit.predict(70e9)
+        _, lo, hi = predict(fit, 70e9)
         pred_hits += lo <= obs[-1] <= hi
-        _, lo, hi = fit.predict(70e9, interval="trend")
+        _, lo, hi = predict(fit, 70e9, interval="trend")
         trend_hits += lo <= truth[-1] <= hi
         saturating += fit_trend(pts).form == "saturating"
     for k, h in hits.items():

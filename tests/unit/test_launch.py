@@ -15,6 +15,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.slurm.bodies (job entries)
 
 from scaling import launch as L  # noqa: E402
+from scaling import executors as E  # noqa: E402
+from scaling import status as ST  # noqa: E402
+from scaling import supervise as SV  # noqa: E402
 from scaling import studydir as sd  # noqa: E402
 from scaling.errors import LaunchError  # noqa: E402
 from tests.slurm import bodies as B  # noqa: E402
@@ -30,7 +33,7 @@ class FakeScheduler:
         self.problems = problems or []
         self.submitted: list[dict[str, Any]] = []
         self.state: dict[str, str] = {}
-        self.bodies: dict[str, L.JobBody] = {}
+        self.bodies: dict[str, SV.JobBody] = {}
         self.after: dict[str, list[str]] = {}
         self.cancelled: list[str] = []
         self._n = 100
@@ -180,7 +183,7 @@ def test_resume_reruns_only_failed_items_and_never_done_runs(runs):
                         B.job("b/train", "ok", study="s")])
     _launch(plan, runs, ex)
     ex.run_all()
-    states = L.refresh_states(runs / "s", sd.read_manifest(runs / "s"), ex)
+    states = ST.refresh_states(runs / "s", sd.read_manifest(runs / "s"), ex)
     assert states["a/train"]["state"] == "failed"
     assert states["a/eval-trained"]["state"] == "blocked"
     assert states["a/eval-base"]["state"] == "failed" and states["a/eval-base"]["items_done"] == 1
@@ -193,7 +196,7 @@ def test_resume_reruns_only_failed_items_and_never_done_runs(runs):
     new_train = next(s for s in again if s["run_id"] == "a/train")["ids"]
     assert next(s for s in again if s["run_id"] == "a/eval-trained")["after"] == new_train
     ex.run_all()
-    states = L.refresh_states(runs / "s", sd.read_manifest(runs / "s"), ex)
+    states = ST.refresh_states(runs / "s", sd.read_manifest(runs / "s"), ex)
     assert all(s["state"] == "done" for s in states.values())
     m = sd.read_manifest(runs / "s")
     assert m["runs"]["b/train"]["attempts"] == 1 and m["runs"]["a/train"]["attempts"] == 2
@@ -207,7 +210,7 @@ def test_a_job_that_returns_without_done_counts_as_failed(runs):
     ex = FakeScheduler()
     _launch(B.plan("s", [B.job("a/train", "no_done", study="s")]), runs, ex)
     ex.run_all()
-    st = L.refresh_states(runs / "s", sd.read_manifest(runs / "s"), ex)["a/train"]
+    st = ST.refresh_states(runs / "s", sd.read_manifest(runs / "s"), ex)["a/train"]
     assert st["state"] == "failed" and "DONE" in st["detail"]
 
 
@@ -218,9 +221,9 @@ def test_status_prints_the_truth(runs, capsys, monkeypatch):
     ex.state["999"] = "running"
     sd.update_manifest(runs / "s", lambda m: m["runs"].__setitem__(
         "c/train", {**sd.run_entry(runs / "s", "c/train"), "job_id": "999", "job": m["runs"]["a/train"]["job"]}))
-    monkeypatch.setattr(L, "_executor_for", lambda manifest, requested="auto": ex)  # status asks the fake
+    monkeypatch.setattr(ST, "executor_for", lambda manifest, requested="auto": ex)  # status asks the fake
     capsys.readouterr()
-    L.status("s", runs_dir=runs)
+    ST.status("s", runs_dir=runs)
     out = capsys.readouterr().out
     assert "a/train" in out and "done" in out and "failed" in out and "running" in out
     m = sd.read_manifest(runs / "s")
@@ -231,7 +234,7 @@ def test_cancel_cancels_only_live_jobs(runs, monkeypatch):
     ex = FakeScheduler()
     _launch(B.plan("s", [B.job("a/train", "ok", study="s"), B.job("b/train", "ok", study="s")]), runs, ex)
     ex.state[ex.submitted[0]["ids"][0]] = "succeeded"
-    monkeypatch.setattr(L, "_executor_for", lambda manifest, requested="auto": ex)
+    monkeypatch.setattr(L, "executor_for", lambda manifest, requested="auto": ex)
     assert L.cancel("s", runs_dir=runs) == 0
     assert ex.cancelled == ex.submitted[1]["ids"]
     assert sd.read_manifest(runs / "s")["runs"]["b/train"]["state"] == "cancelled"
@@ -242,7 +245,7 @@ def test_local_style_drive_runs_in_order_and_blocks_dependents_of_a_failure(runs
                         B.job("b/train", "ok", study="d"), B.job("b/eval", "item", array=["x", "y"], study="d")])
     assert L.launch(B.FakeStudy("d"), plan, executor="debug", runs_dir=runs, poll_s=0.0) == 1
     m = sd.read_manifest(runs / "d")
-    states = L.refresh_states(runs / "d", m, L.DebugExecutor())
+    states = ST.refresh_states(runs / "d", m, E.DebugExecutor())
     assert states["b/train"]["state"] == "done" and states["b/eval"]["state"] == "done"
     assert states["a/eval-trained"]["state"] == "blocked"
     assert m["runs"]["a/eval-trained"]["attempts"] == 0
@@ -252,14 +255,14 @@ def test_local_style_drive_runs_in_order_and_blocks_dependents_of_a_failure(runs
 
 def test_job_body_pickles_only_strings_and_calls_the_entry(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
-    body = L.JobBody("tests.slurm.bodies:item", str(tmp_path / "a" / "eval" / "run.yaml"), "x")
+    body = SV.JobBody("tests.slurm.bodies:item", str(tmp_path / "a" / "eval" / "run.yaml"), "x")
     blob = pickle.dumps(body)
     assert b"hf_secret_value_123" not in blob
     (tmp_path / "a" / "eval").mkdir(parents=True)
     pickle.loads(blob)()
     assert sd.is_done(tmp_path / "a" / "eval" / "x")
     with pytest.raises(LaunchError, match="module:function"):
-        L.run_entry("no_colon", "x")
+        SV.run_entry("no_colon", "x")
 
 
 def test_secrets_are_never_written_into_the_study(runs, monkeypatch):
@@ -279,7 +282,7 @@ def test_auto_executor_is_local_without_sbatch(monkeypatch):
     import shutil
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    ex = L.make_executor("auto", B.plan("s", [B.job("a/t", "ok")]).profile)
+    ex = E.make_executor("auto", B.plan("s", [B.job("a/t", "ok")]).profile)
     assert ex.name == "local" and not ex.handles_dependencies
 
 
@@ -292,22 +295,22 @@ def test_auto_executor_is_local_when_no_cluster_is_configured(monkeypatch, capsy
     monkeypatch.delenv("SLURM_CONF", raising=False)
     monkeypatch.setattr(S, "_SLURM_CONF_PATHS", ())
     monkeypatch.setattr(S, "_run", lambda cmd, timeout_s=30.0: __import__("subprocess").CompletedProcess(cmd, 1, "", "x"))
-    assert L.make_executor("auto", B.plan("s", []).profile).name == "local"
+    assert E.make_executor("auto", B.plan("s", []).profile).name == "local"
     assert "no cluster is configured" in capsys.readouterr().out
     monkeypatch.setenv("SLURM_CONF", "/etc/slurm.conf")
     assert S.cluster_available()
     with pytest.raises(LaunchError, match="unknown"):
-        L.make_executor("pbs", B.plan("s", []).profile)
+        E.make_executor("pbs", B.plan("s", []).profile)
 
 
 def test_cancel_works_while_a_waiting_launch_holds_the_lock(runs, monkeypatch):
     ex = FakeScheduler()
     _launch(B.plan("w", [B.job("a/train", "ok", study="w")]), runs, ex)
-    monkeypatch.setattr(L, "_executor_for", lambda manifest, requested="auto": ex)
+    monkeypatch.setattr(L, "executor_for", lambda manifest, requested="auto": ex)
     with sd.study_lock(runs / "w", "launch"):
         assert L.cancel("w", runs_dir=runs) == 0
     assert ex.cancelled == ex.submitted[0]["ids"]
-    st = L.refresh_states(runs / "w", sd.read_manifest(runs / "w"), ex)["a/train"]
+    st = ST.refresh_states(runs / "w", sd.read_manifest(runs / "w"), ex)["a/train"]
     assert st["state"] == "cancelled" and st["detail"] == "by scaling cancel"
 
 
@@ -315,7 +318,7 @@ def test_status_watch_refreshes_until_nothing_is_live(runs, monkeypatch, capsys)
     ex = FakeScheduler()
     _launch(B.plan("watch", [B.job("a/train", "ok", study="watch"),
                              B.job("a/eval", "item", after=["a/train"], array=["x"], study="watch")]), runs, ex)
-    monkeypatch.setattr(L, "_executor_for", lambda manifest, requested="auto": ex)
+    monkeypatch.setattr(ST, "executor_for", lambda manifest, requested="auto": ex)
     sleeps: list[float] = []
 
     def fake_sleep(s: float) -> None:  # the cluster advances while status sleeps
@@ -323,7 +326,7 @@ def test_status_watch_refreshes_until_nothing_is_live(runs, monkeypatch, capsys)
         ex.run_all()
 
     monkeypatch.setattr(L.time, "sleep", fake_sleep)
-    assert L.status("watch", runs_dir=runs, watch=True, poll_s=7.0) == 0
+    assert ST.status("watch", runs_dir=runs, watch=True, poll_s=7.0) == 0
     assert sleeps == [7.0]
     assert {e["state"] for e in sd.read_manifest(runs / "watch")["runs"].values()} == {"done"}
 
@@ -334,16 +337,16 @@ def test_local_parallelism_follows_the_cpu_profile_cores_per_job():
     cpu = ClusterProfile(name="cpu", gpus_per_node=0, cpus_per_node=4)
     one_core = B.plan("p", [B.job("a/train", "ok", cpus=1, study="p"), B.job("b/train", "ok", cpus=1, study="p")], cpu)
     two_cores = B.plan("p", [B.job("a/train", "ok", cpus=1, study="p"), B.job("b/train", "ok", cpus=2, study="p")], cpu)
-    assert L._local_parallel(one_core) == 4
-    assert L._local_parallel(two_cores) == 2  # the widest job decides
+    assert E.local_parallel(one_core) == 4
+    assert E.local_parallel(two_cores) == 2  # the widest job decides
     gpu = ClusterProfile(name="gpu", gpus_per_node=8, gpu_mem_gb=80, gpu_tflops=900, cpus_per_node=64)
-    assert L._local_parallel(B.plan("p", [B.job("a/train", "ok", cpus=1, gpus=1, study="p")], gpu)) == 1
+    assert E.local_parallel(B.plan("p", [B.job("a/train", "ok", cpus=1, gpus=1, study="p")], gpu)) == 1
 
 
 def test_with_several_local_slots_the_largest_size_starts_first(runs):
     import json
 
-    class Recorder(L.DebugExecutor):
+    class Recorder(E.DebugExecutor):
         def __init__(self):
             super().__init__()
             self.order: list[str] = []
@@ -377,7 +380,7 @@ def test_a_ready_run_with_a_longer_chain_ahead_starts_before_a_bigger_models_eva
     starts first; estimates come from the jobs' ``hours``."""
     import dataclasses
 
-    class Recorder(L.DebugExecutor):
+    class Recorder(E.DebugExecutor):
         def __init__(self):
             super().__init__()
             self.order: list[str] = []
@@ -505,7 +508,7 @@ def test_a_launcher_killed_inside_the_submit_window_never_causes_a_twin(runs):
     dep = next(s for s in ex.submitted if s["run_id"] == "a/eval-trained")
     assert dep["after"] == trains[0]["ids"]  # the dependent waits on the adopted job
     ex.run_all()
-    states = L.refresh_states(runs / "w", sd.read_manifest(runs / "w"), ex)
+    states = ST.refresh_states(runs / "w", sd.read_manifest(runs / "w"), ex)
     assert all(s["state"] == "done" for s in states.values())
 
 
@@ -536,7 +539,7 @@ def test_a_submission_in_doubt_is_unknown_while_the_scheduler_cannot_answer(runs
     sd.update_manifest(runs / "w", lambda m: m["runs"]["a/train"].update(
         {"submitting": {"name": "w.a.train", "items": [], "ts": 0.0}, "job_id": None}))
     n = len(ex.submitted)
-    st = L.refresh_states(runs / "w", sd.read_manifest(runs / "w"), ex)["a/train"]
+    st = ST.refresh_states(runs / "w", sd.read_manifest(runs / "w"), ex)["a/train"]
     assert st["state"] == "unknown" and "in doubt" in st["detail"]
     L.resume("w", runs_dir=runs, executor=ex, poll_s=0.0)
     assert len(ex.submitted) == n  # never submitted while in doubt
@@ -565,9 +568,9 @@ def test_local_liveness_is_pid_and_start_time(runs):
     L._submit_one(sdir, ex, plan.jobs[0], [], [])
     e = sd.read_manifest(sdir)["runs"]["a/train"]
     assert e["pid_starts"] == {str(os.getpid()): sd.pid_start_time(os.getpid())}
-    assert L.refresh_states(sdir, sd.read_manifest(sdir), ex)["a/train"]["state"] == "running"
+    assert ST.refresh_states(sdir, sd.read_manifest(sdir), ex)["a/train"]["state"] == "running"
     sd.update_manifest(sdir, lambda m: m["runs"]["a/train"]["pid_starts"].update({str(os.getpid()): 12345}))
-    st = L.refresh_states(sdir, sd.read_manifest(sdir), ex)["a/train"]
+    st = ST.refresh_states(sdir, sd.read_manifest(sdir), ex)["a/train"]
     assert st["state"] == "failed" and "another process" in st["detail"]
 
 
@@ -661,7 +664,7 @@ def test_a_twin_job_body_refuses_to_write_a_run_another_job_is_writing(tmp_path,
     assert inside.wait(10)
     try:
         with pytest.raises(LaunchError, match="another live job is writing this run"):
-            L.JobBody(f"{B.M}:ok", str(run_yaml))()
+            SV.JobBody(f"{B.M}:ok", str(run_yaml))()
         assert not (run_yaml.parent / "DONE").exists()
     finally:
         release.set()

@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-from scaling import rules
+from scaling import capacity, rules
 from scaling.errors import PlanError
 from scaling.facts import resolve_facts
 from scaling.recipe import load_method, load_profile, load_study
@@ -69,24 +69,24 @@ def test_mini_batch_is_on_policy_by_default_and_refuses_a_non_divisor():
 
 
 def test_tp_candidates_divide_heads_and_respect_kv_heads(facts):
-    assert rules.tp_candidates(facts["30b_a3b"], 8) == [1, 2, 4, 8]  # 4 KV heads, replicated at TP 8
+    assert capacity.tp_candidates(facts["30b_a3b"], 8) == [1, 2, 4, 8]  # 4 KV heads, replicated at TP 8
     odd = ModelFacts(hidden_size=768, num_layers=2, num_heads=12, num_kv_heads=2, intermediate_size=3072, vocab_size=100)
-    assert rules.tp_candidates(odd, 8) == [1, 2, 4]
+    assert capacity.tp_candidates(odd, 8) == [1, 2, 4]
 
 
 def test_inference_tp_grows_when_gpu_memory_shrinks(facts):
     kw = dict(seq_tokens=33792, min_seqs=8, mem_frac=0.9, max_tp=8)
-    big = rules.inference_tp(facts["32b"], gpu_mem_gb=80, **kw)
-    small = rules.inference_tp(facts["32b"], gpu_mem_gb=24, **kw)
+    big = capacity.inference_tp(facts["32b"], gpu_mem_gb=80, **kw)
+    small = capacity.inference_tp(facts["32b"], gpu_mem_gb=24, **kw)
     assert big is not None and small is not None and small > big
-    assert rules.inference_tp(facts["32b"], gpu_mem_gb=8, **kw) is None
+    assert capacity.inference_tp(facts["32b"], gpu_mem_gb=8, **kw) is None
 
 
 def test_train_memory_shrinks_with_zero_stage_and_lora(facts):
     kw = dict(num_gpus=8, seq_tokens=9216, per_device_batch=1, lora_rank=64, lora_targets=["q_proj", "v_proj"])
-    z0 = rules.train_memory_gb(facts["8b"], finetune=Finetune.full, zero_stage=0, **kw)
-    z3 = rules.train_memory_gb(facts["8b"], finetune=Finetune.full, zero_stage=3, **kw)
-    lora = rules.train_memory_gb(facts["8b"], finetune=Finetune.lora, zero_stage=0, **kw)
+    z0 = capacity.train_memory_gb(facts["8b"], finetune=Finetune.full, zero_stage=0, **kw)
+    z3 = capacity.train_memory_gb(facts["8b"], finetune=Finetune.full, zero_stage=3, **kw)
+    lora = capacity.train_memory_gb(facts["8b"], finetune=Finetune.lora, zero_stage=0, **kw)
     assert z3 < lora < z0
 
 
@@ -159,24 +159,24 @@ def test_fixed_resources_are_respected(facts, method):
 
 def test_time_limit_has_safety_and_is_capped_by_the_partition():
     prof = ClusterProfile(name="p", gpus_per_node=8, gpu_mem_gb=80, gpu_tflops=989, max_time_min=600)
-    assert rules.time_limit_min(1.0, prof) == 110  # 60 x 1.5 + 15 = 105, rounded up to 10 minutes
-    assert rules.time_limit_min(100.0, prof) == 600
-    assert rules.time_limit_min(0.0, prof) >= rules.MIN_TIME_MIN
+    assert capacity.time_limit_min(1.0, prof) == 110  # 60 x 1.5 + 15 = 105, rounded up to 10 minutes
+    assert capacity.time_limit_min(100.0, prof) == 600
+    assert capacity.time_limit_min(0.0, prof) >= capacity.MIN_TIME_MIN
 
 
 def test_bigger_models_cost_more_gpu_hours_per_step(facts):
     kw = dict(gen_gpus=8, train_gpus=8, prompts=32, generations=24, rollout_limit=8192, prompt_tokens=256,
               max_steps=100, beta=0.001)
-    hours = [rules.train_hours(facts[k], H100, **kw) for k in ("0_6b", "4b", "8b", "14b")]
+    hours = [capacity.train_hours(facts[k], H100, **kw) for k in ("0_6b", "4b", "8b", "14b")]
     assert hours == sorted(hours)
-    assert rules.train_hours(facts["30b_a3b"], H100, **kw) < rules.train_hours(facts["14b"], H100, **kw)  # 3.3B active
+    assert capacity.train_hours(facts["30b_a3b"], H100, **kw) < capacity.train_hours(facts["14b"], H100, **kw)  # 3.3B active
 
 
 def test_every_rule_has_a_docstring_citing_its_source():
     for name in ("lr_by_size", "rollout_limit", "target_length", "prompts_per_step", "mini_batch", "tp_candidates",
                  "inference_tp", "activation_gb", "train_layout", "train_hours", "time_limit_min", "job_resources",
                  "derive_size_settings"):
-        doc = inspect.getdoc(getattr(rules, name)) or ""
+        doc = inspect.getdoc(getattr(rules, name, None) or getattr(capacity, name)) or ""
         assert len(doc) > 40, name
     for name in ("lr_by_size", "rollout_limit", "target_length", "prompts_per_step", "mini_batch"):
         assert "Art" in inspect.getdoc(getattr(rules, name)), name

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from scaling import slurm as S
+from scaling import supervise as SV
 from scaling.records import ClusterProfile, JobSpec, Resources
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "slurm"
@@ -189,7 +190,7 @@ def test_checkpointable_body_pickles_without_process_state():
 
 
 def test_wrap_body_makes_only_checkpointable_single_jobs_checkpointable():
-    from scaling.launch import JobBody
+    from scaling.supervise import JobBody
 
     train, _ = CASES["8b_train"]
     ev, _ = CASES["8b_eval_array"]
@@ -280,10 +281,10 @@ def test_descendants_walks_the_whole_tree(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 20
-        while not S.descendants(proc.pid) and time.monotonic() < deadline:
+        while not SV.descendants(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        kids = S.descendants(proc.pid)
+        kids = SV.descendants(proc.pid)
         assert len(kids) == 1 and kids[0] != proc.pid
     finally:
-        assert S.signal_tree(proc.pid, 9) == [proc.pid, *kids]
+        assert SV.signal_tree(proc.pid, 9) == [proc.pid, *kids]
         proc.wait(timeout=10)

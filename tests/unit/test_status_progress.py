@@ -16,6 +16,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scaling import launch as L  # noqa: E402
+from scaling import executors as E  # noqa: E402
+from scaling import progress as P  # noqa: E402
+from scaling import status as ST  # noqa: E402
 from scaling import studydir as sd  # noqa: E402
 from tests.slurm import bodies as B  # noqa: E402
 
@@ -45,10 +48,10 @@ def _render(sdir: Path, width: int, wide: bool = False) -> list[str]:
     from rich.console import Console
 
     m = sd.read_manifest(sdir)
-    states = L.refresh_states(sdir, m, L.DebugExecutor())
+    states = ST.refresh_states(sdir, m, E.DebugExecutor())
     buf = io.StringIO()
     console = Console(file=buf, width=100_000 if wide else width, force_terminal=False, color_system=None)
-    console.print(L.status_table(sdir, m, states, width=width, wide=wide), crop=False)
+    console.print(ST.status_table(sdir, m, states, width=width, wide=wide), crop=False)
     return buf.getvalue().splitlines()
 
 
@@ -87,7 +90,7 @@ def test_status_wide_shows_every_column_and_whole_cells(study):
 
 def test_status_command_prints_the_whole_failure_line_below_the_table(study, monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "80")
-    assert L.status("st", runs_dir=study.parent) == 0
+    assert ST.status("st", runs_dir=study.parent) == 0
     out = capsys.readouterr().out
     assert max(len(ln) for ln in out.splitlines()) <= 80, out
     assert FIX in " ".join(out.split()), out  # wrapped at words below the table, never cut
@@ -100,7 +103,7 @@ def test_status_command_prints_the_whole_failure_line_below_the_table(study, mon
     ("x" * 100, 20, "…" + "x" * 19),
 ])
 def test_fit_log_line_keeps_the_fix(line, width, expect):
-    out = L.fit_log_line(line, width)
+    out = ST.fit_log_line(line, width)
     assert len(out) <= width and out.endswith(expect)
 
 
@@ -163,7 +166,7 @@ def test_an_array_between_two_items_prints_no_state_line(capsys):
     """The local driver submits an array's next item once the previous one ends: for a moment the
     run has an item done and none submitted. That is no state change a person should read
     (it printed "running", "not_submitted", "running" for one evaluation)."""
-    prog = L._Progress(2, lines=True)
+    prog = P.Progress(2, lines=True)
     run = "1m/eval-base"
     seq = [{"state": "not_submitted", "items_done": 0}, {"state": "running", "items_done": 0},
            {"state": "not_submitted", "items_done": 1}, {"state": "running", "items_done": 1},
@@ -181,7 +184,7 @@ def test_a_gpu_study_on_a_machine_without_gpus_is_refused_before_anything_starts
 
     monkeypatch.chdir(B.REPO_ROOT)
     monkeypatch.setattr(slurm, "cluster_available", lambda: False)
-    monkeypatch.setattr(L, "gpus_here", lambda: 0)
+    monkeypatch.setattr(E, "gpus_here", lambda: 0)
 
     def started(*a, **k):  # were the refusal missing, nothing real may start from a unit test
         raise AssertionError("a GPU job was started on a machine without GPUs")
@@ -203,7 +206,7 @@ def test_a_gpu_study_on_a_machine_without_gpus_is_refused_before_anything_starts
 
 def test_force_runs_a_gpu_plan_here_anyway(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(B.REPO_ROOT))
-    monkeypatch.setattr(L, "gpus_here", lambda: 0)
+    monkeypatch.setattr(E, "gpus_here", lambda: 0)
     plan = B.plan("forced", [B.job("a/train", "ok", gpus=8, study="forced")])
     with pytest.raises(L.LaunchError, match="asks 8 GPU"):
         L.launch(B.FakeStudy("forced"), plan, executor="debug", runs_dir=tmp_path, poll_s=0.0)
@@ -216,4 +219,4 @@ def test_gpus_here_follows_cuda_visible_devices(monkeypatch):
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert L.gpus_here() == 0
+    assert E.gpus_here() == 0
