@@ -58,7 +58,8 @@ def sft_dataset(run: RunSpec, tokenizer: Any) -> Any:
 
 # bf16 autocast on CPU pays only for wide enough matrices: measured in docs/tiny-ladder.md
 # ("Where the time goes"), 1 thread, batch 8 of the SFT traces, CPU time per optimiser step,
-# fp32 -> bf16 autocast: 0_1m (hidden 48) 72 -> 115 ms (slower), 3m (hidden 192) 812 -> 694 ms.
+# fp32 -> bf16 autocast: 0_1m (hidden 48) 72 -> 115 ms (slower), 1m (hidden 128) 301 -> 269 ms,
+# 3m (hidden 192) 812 -> 694 ms.
 CPU_BF16_MIN_HIDDEN = 128  # labelled default: the smallest measured width where bf16 was faster
 # On CPU a step of 8 sequences runs as 2 micro-batches of 4 (gradient accumulation; the same step
 # and loss normalisation): each micro-batch is padded to its own longest trace, so less padding.
