@@ -160,18 +160,8 @@ class SupervisedBody(JobBody):
         to save and exit, then SIGTERM whatever is left."""
         self._forward()
         pid = getattr(self, "_child_pid", None)
-        if pid:
-            deadline = time.monotonic() + self.grace_s
-            while time.monotonic() < deadline:
-                try:
-                    done, _ = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if done:
-                    break
-                time.sleep(1.0)
-            else:
-                signal_tree(pid, signal.SIGTERM)
+        if pid and not _reaped(pid, self.grace_s, poll_s=1.0):
+            signal_tree(pid, signal.SIGTERM)
 
     def __getstate__(self) -> dict[str, Any]:  # only the strings travel (no pids, no handlers)
         return {"entry": self.entry, "run_yaml": self.run_yaml, "item": self.item}
@@ -215,14 +205,21 @@ def _stop_group(pid: int, grace_s: float = 30.0) -> None:
     """SIGTERM a process group, then SIGKILL it after ``grace_s``."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
+    if _reaped(pid, grace_s, poll_s=0.5):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _reaped(pid: int, grace_s: float, *, poll_s: float) -> bool:
+    """Wait up to ``grace_s`` for our child ``pid`` to exit (reaping it); True if it did or is gone."""
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return
+            return True
         if done:
-            return
-        time.sleep(0.5)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+            return True
+        time.sleep(poll_s)
+    return False

@@ -343,17 +343,20 @@ def test_local_parallelism_follows_the_cpu_profile_cores_per_job():
     assert E.local_parallel(B.plan("p", [B.job("a/train", "ok", cpus=1, gpus=1, study="p")], gpu)) == 1
 
 
+class Recorder(E.DebugExecutor):
+    """The debug executor, remembering the order in which runs were submitted."""
+
+    def __init__(self):
+        super().__init__()
+        self.order: list[str] = []
+
+    def submit(self, job, bodies, *, folder, after):
+        self.order.append(job.run_id)
+        return super().submit(job, bodies, folder=folder, after=after)
+
+
 def test_with_several_local_slots_the_largest_size_starts_first(runs):
     import json
-
-    class Recorder(E.DebugExecutor):
-        def __init__(self):
-            super().__init__()
-            self.order: list[str] = []
-
-        def submit(self, job, bodies, *, folder, after):
-            self.order.append(job.run_id)
-            return super().submit(job, bodies, folder=folder, after=after)
 
     plan = B.plan("w", [B.job("small/train", "ok", study="w"), B.job("big/train", "ok", study="w"),
                         B.job("big/eval-trained", "ok", after=["big/train"], study="w")])
@@ -379,15 +382,6 @@ def test_a_ready_run_with_a_longer_chain_ahead_starts_before_a_bigger_models_eva
     evaluation belongs to the larger model, yet the small size's SFT, with two jobs waiting on it,
     starts first; estimates come from the jobs' ``hours``."""
     import dataclasses
-
-    class Recorder(E.DebugExecutor):
-        def __init__(self):
-            super().__init__()
-            self.order: list[str] = []
-
-        def submit(self, job, bodies, *, folder, after):
-            self.order.append(job.run_id)
-            return super().submit(job, bodies, folder=folder, after=after)
 
     hours = {"big/eval-base": 0.02, "big/eval-trained": 0.02, "big/train": 0.1, "small/train": 0.05,
              "small/eval-trained": 0.02}
