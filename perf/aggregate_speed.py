@@ -4,7 +4,7 @@
     python perf/aggregate_speed.py --problems 100  # smaller
     python perf/aggregate_speed.py --keep DIR      # keep the synthetic study in DIR
 
-Writes a synthetic study (scaling.collect.write_synthetic_study: records.parquet + DONE per
+Writes a synthetic study (tests/synthetic.py write_synthetic_study: records.parquet + DONE per
 benchmark, the layout jobs write) to a temporary directory, then times each stage the report
 runs before plotting: collect (pyarrow reads, DONE and schema checks), compute_metrics (every
 BudgetMetric with 1000 paired bootstrap resamples over problems), size_points + fit_trends (the
@@ -31,10 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", default=None, help="write the study here and keep it")
     args = ap.parse_args(argv)
 
-    from scaling.collect import collect, write_synthetic_study
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: scaling, tests.synthetic
+    from scaling.analyse import FIT_METRICS
+    from scaling.collect import collect
     from scaling.fit import fit_trends
     from scaling.metrics import METRIC_COLUMNS, compute_metrics, size_points
-    from scaling.report import FIT_METRICS
+    from tests.synthetic import write_synthetic_study
 
     sizes = {"0_6b": (0.6e9, 0.6e9), "1_7b": (1.7e9, 1.7e9), "4b": (4e9, 4e9), "8b": (8e9, 8e9),
              "14b": (14e9, 14e9), "32b": (32e9, 32e9), "30b_a3b": (30.5e9, 3.3e9)}

@@ -22,7 +22,7 @@ HEAD = "include: [method/efficient_reasoning.yaml]\nstudy: {name: bad, family: q
 
 
 def cases() -> dict[str, str]:
-    from scaling.recipe import MAX_RECIPE_BYTES, MAX_YAML_DEPTH
+    from scaling.yamlscan import MAX_RECIPE_BYTES, MAX_YAML_DEPTH
 
     bomb = ["&a [" + ", ".join(["2048"] * 9) + "]"]
     prev = "a"

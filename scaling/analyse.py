@@ -6,7 +6,8 @@ effects against size, training phases, warnings, and published reference numbers
     an.headline          # EffectTrend per (benchmark, effect, variant): grows / shrinks / no trend
     an.reference         # RefRow per published number matched to a measured one
 
-Data flow: collect -> metrics -> fit -> signals (those modules) -> here -> figures.py -> report.py.
+Data flow: collect -> metrics -> fit -> signals (those modules) -> here -> figures.py (PNG) and
+blocks.py (tables) -> document.py (the report's order) -> report.py (rendering, summary.json).
 Pure numpy/scipy/yaml: no matplotlib here.
 
 The headline question of a study is: does the method's effect (length change in %, accuracy
@@ -27,7 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .collect import StudyRecords, collect
+from .errors import FitError, RecordError
+from .fit import fit_trend, fit_trends, predict as fit_predict, trend_verdict
+from .metrics import METRIC_COLUMNS, MetricSet, compute_metrics, size_points
+from .layers import recipes_root
 from .records import Alert, PhaseSplit, TrendFit
+from .signals import find_alerts, split_phases
+from .sizes import parse_size
+from .studydir import study_ref
 
 FIT_METRICS = (
     "accuracy",
@@ -55,7 +64,8 @@ REF_METRICS = {
 DELTA_REF = ("length_change", "accuracy_change")  # compared on the "<ckpt>_vs_base" arm
 
 
-def _log(msg: str) -> None:
+def log(msg: str) -> None:
+    """A progress line of `scaling report` on stderr."""
     print(f"report: {msg}", file=sys.stderr, flush=True)
 
 
@@ -110,8 +120,8 @@ class StudyAnalysis:
 
     name: str
     path: Path
-    study: Any  # collect.StudyRecords
-    ms: Any  # metrics.MetricSet
+    study: StudyRecords
+    ms: MetricSet
     fits: list[TrendFit]
     phases: list[PhaseSplit]
     alerts: list[Alert]
@@ -160,7 +170,7 @@ class StudyAnalysis:
 
 
 # ---------------------------------------------------------------------------- variants
-def variant_groups(study: Any, convention: str = "active") -> dict[str, list[str]]:
+def variant_groups(study: StudyRecords, convention: str = "active") -> dict[str, list[str]]:
     """variant (plan.json thinking mode) -> size keys, in size order; one group "" when the
     study's sizes are all one variant (or the plan does not say)."""
     order = study.size_order(convention)
@@ -175,9 +185,6 @@ def variant_groups(study: Any, convention: str = "active") -> dict[str, list[str
 
 # ---------------------------------------------------------------------------- headline
 def _effect_trends(an: StudyAnalysis, pts: list[Any], predict: Sequence[str], level: float) -> list[EffectTrend]:
-    from .errors import FitError
-    from .fit import fit_trend, parse_size, predict as fit_predict, trend_verdict
-
     out: list[EffectTrend] = []
     for bench in an.ms.benchmarks:
         budgets = an.ms.budgets.get(bench, [])
@@ -229,8 +236,6 @@ def load_reference(path: str | Path) -> list[RefEntry]:
     {size, benchmark, budget, checkpoint, metric, value, source}. Errors name the file and entry."""
     import yaml
 
-    from .errors import RecordError
-
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())
@@ -270,8 +275,6 @@ def load_reference(path: str | Path) -> list[RefEntry]:
 
 def default_reference(study_name: str) -> Path | None:
     """The published table a study reproduces by default (``art-paper`` -> Art's AIME 2025)."""
-    from .recipe import recipes_root
-
     known = {"art-paper": "art-aime25.yaml"}
     if study_name not in known:
         return None
@@ -327,10 +330,6 @@ def match_reference(an: StudyAnalysis, entries: Sequence[RefEntry]) -> tuple[lis
 def _ref(path: Any) -> str:
     """How a printed hint names the study so that it runs as printed (``--runs-dir`` when the
     study is not under ./runs): ``studydir.study_ref``."""
-    from pathlib import Path
-
-    from .studydir import study_ref
-
     return study_ref(Path(path))
 
 
@@ -348,16 +347,9 @@ def analyse(
     """collect -> metrics -> fits (per variant) -> headline effects -> phases/alerts -> reference
     for one study. ``reference``: a reference YAML; None = the study's default (art-paper), ""
     = none."""
-    from .collect import collect
-    from .fit import fit_trends, parse_size, predict as fit_predict
-    from .metrics import METRIC_COLUMNS, compute_metrics, size_points
-    from .signals import find_alerts, split_phases
-
     t0 = time.perf_counter()
     st = collect(study, runs_dir=runs_dir, columns=METRIC_COLUMNS, progress=progress)
     if st.records.num_rows == 0:
-        from .errors import RecordError
-
         raise RecordError(
             f"{st.path}: no evaluation records with a DONE marker ({len(st.skipped)} unfinished outputs); "
             f"run `scaling status {_ref(st.path)}` and `scaling resume {_ref(st.path)}`"
@@ -368,7 +360,7 @@ def analyse(
         ref_entries = load_reference(ref_path)  # bad file: one-line error before any work
     ms = compute_metrics(st.records, n_boot=n_boot, level=level, progress=progress)
     if progress:
-        _log(f"{st.name}: metrics for {len(ms.metrics)} groups ({time.perf_counter() - t0:.1f} s)")
+        log(f"{st.name}: metrics for {len(ms.metrics)} groups ({time.perf_counter() - t0:.1f} s)")
     pts = size_points(ms, st.sizes, convention=convention, metrics=FIT_METRICS)
     groups = variant_groups(st, convention)
     failures: list[str] = []
@@ -381,7 +373,7 @@ def analyse(
             continue
         fits += fit_trends(sub, metrics=FIT_METRICS, level=level, failures=failures)
     if progress:
-        _log(f"{st.name}: {len(fits)} trend fits, {len(failures)} skipped ({time.perf_counter() - t0:.1f} s)")
+        log(f"{st.name}: {len(fits)} trend fits, {len(failures)} skipped ({time.perf_counter() - t0:.1f} s)")
     phases = split_phases(st.signals)
     labels = {s: st.label(s) for s in st.sizes}
     alerts = find_alerts(ms, st.signals, phases, labels=labels)

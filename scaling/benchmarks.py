@@ -31,7 +31,9 @@ from typing import Any
 
 import yaml
 
-from .errors import RecipeError
+from .errors import JobError, RecipeError
+from .records import DatasetSpec
+from .yamlscan import MAX_RECIPE_BYTES, scan_yaml  # the recipe caps: size, aliases, depth, duplicates
 
 __all__ = [
     "BenchmarkSpec",
@@ -125,8 +127,6 @@ def load_benchmark(name: str) -> BenchmarkSpec:
 
 
 def _from_yaml(name: str, f: Path) -> BenchmarkSpec:
-    from .yamlscan import MAX_RECIPE_BYTES, scan_yaml  # the recipe caps: size, aliases, depth, duplicates
-
     try:
         if f.stat().st_size > MAX_RECIPE_BYTES:
             raise RecipeError(f"file is larger than {MAX_RECIPE_BYTES // 1024} KiB; is this the right file?", path=str(f))
@@ -182,8 +182,6 @@ def _from_yaml(name: str, f: Path) -> BenchmarkSpec:
 
 def to_dataset_spec(spec: BenchmarkSpec, *, max_rows: int | None = None) -> Any:
     """The ``records.DatasetSpec`` that ``jobs.data.load_problems`` reads (local path wins)."""
-    from .records import DatasetSpec
-
     limit = max_rows if max_rows is not None else spec.max_problems
     return DatasetSpec(
         source=spec.location,
@@ -235,6 +233,4 @@ def _get(row: dict[str, Any], key: str, fallback: str) -> Any:
         return row[key]
     if fallback in row:
         return row[fallback]
-    from .errors import JobError
-
     raise JobError(f"benchmark row has no column {key!r} (columns: {', '.join(sorted(row))}); fix the benchmark YAML")

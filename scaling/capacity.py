@@ -1,7 +1,7 @@
 """The capacity model: memory, FLOPs and time of a job, and the layout search that fits a job to a profile.
 
 What it models (and what it does not)
-    Memory per GPU = model states (``facts.memory_gb``: weights, gradients, AdamW states under
+    Memory per GPU = model states (``paramcount.memory_gb``: weights, gradients, AdamW states under
     full fine-tuning / LoRA and ZeRO stages) + activations of one micro-batch with gradient
     checkpointing + the logits of one sequence + (colocated vLLM) the rollout engine's share.
     Time = FLOPs / (GPUs x peak x utilisation) with labelled utilisations; generation and
@@ -21,7 +21,7 @@ Public functions
     generation_layout / sft_layout   the layout of an evaluation or curation job / of the SFT job
 
 ``rules.derive_size_settings`` turns these into a size's settings (``plan._check`` also asks
-``tp_candidates``); this module never imports ``rules``. It imports the standard library only (facts.py and records.py
+``tp_candidates``); this module never imports ``rules``. It imports the standard library only (paramcount.py and records.py
 are stdlib too).
 """
 
@@ -32,7 +32,7 @@ import math
 from typing import Any
 
 from .errors import PlanError
-from .facts import GIB, ParamCount, count_params, kv_cache_bytes_per_token, memory_gb
+from .paramcount import GIB, ParamCount, count_params, kv_cache_bytes_per_token, memory_gb
 from .records import GROUP_SHAPINGS, ClusterProfile, Finetune, ModelFacts, Shaping, SftSettings, TrainSettings, VllmMode
 
 # ------------------------------------------------------------------- labelled defaults
@@ -71,7 +71,7 @@ def _facts_key(facts: ModelFacts) -> tuple:
 
 
 def _count(facts: ModelFacts) -> ParamCount:
-    """facts.count_params, memoised (the layout search asks many times for the same model)."""
+    """paramcount.count_params, memoised (the layout search asks many times for the same model)."""
     key = ("count", _facts_key(facts))
     if key not in _MEMO:
         _MEMO[key] = count_params(facts)
@@ -79,7 +79,7 @@ def _count(facts: ModelFacts) -> ParamCount:
 
 
 def _memory(facts: ModelFacts, **kw: Any) -> Any:
-    """facts.memory_gb, memoised on the facts and the arguments."""
+    """paramcount.memory_gb, memoised on the facts and the arguments."""
     key = ("memory", _facts_key(facts), tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kw.items())))
     if key not in _MEMO:
         if len(_MEMO) > 4096:
@@ -137,7 +137,7 @@ def train_memory_gb(
     facts: ModelFacts, *, finetune: Finetune, zero_stage: int, num_gpus: int, seq_tokens: int,
     per_device_batch: int, lora_rank: int, lora_targets: list[str],
 ) -> float:
-    """Per-GPU training memory: model states (facts.memory_gb) + activations (activation_gb)."""
+    """Per-GPU training memory: model states (paramcount.memory_gb) + activations (activation_gb)."""
     states = _memory(facts, finetune=Finetune(finetune), zero_stage=zero_stage, num_gpus=num_gpus,
                      lora_rank=lora_rank, lora_targets=list(lora_targets)).total_gb
     return states + activation_gb(facts, seq_tokens=seq_tokens, per_device_batch=per_device_batch)

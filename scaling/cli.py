@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ScalingError
+from .errors import ScalingError, storage_error
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     study, plan = _load_plan(args)
     print_plan(plan, explain=args.explain)
     if args.json:
-        from .studydir import atomic_write_text
+        from .durable import atomic_write_text  # not at module level: socket, tempfile, hashlib on every --help
 
         atomic_write_text(args.json, plan_to_json(plan))
         print(f"plan written to {args.json}")
@@ -271,8 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         # naming the path and the fix. OSErrors without a path keep their traceback.
         if err.filename is None:
             raise
-        from .errors import storage_error
-
         print(f"error: {storage_error(err, err.filename, 'cannot access')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -42,17 +42,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from . import durable
 from .errors import PlanError, RecipeError
 from .facts import (
-    count_params,
     facts_from_config,
     load_config,
     load_generation_config,
     load_tokenizer_config,
     thinking_facts,
 )
-from .records import ModelFacts, to_dict
+from .paramcount import count_params
+from .recipe import load_study
+from .records import DerivedSettings, ModelFacts, to_dict
 from .rules import derive_size_settings
+from .sizes import size_key_and_label
 
 # facts every size of a family usually shares: written once in family.yaml (most common value),
 # overridden in a size file where a model differs. Comments name the config.json key.
@@ -94,8 +99,6 @@ NO_TEMPLATE_NOTE = ("# Note: no chat template found (tokenizer_config.json missi
 PROBE_BENCHMARK = "math500"  # the evaluation layout shown in the comments is for one MATH-500 array task
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")  # generation_config.json -> eval.*
 _DEFAULTS = ModelFacts()
-_SIZE_TOKEN = re.compile(r"^(\d+x)?\d+(\.\d+)?[bm]$", re.IGNORECASE)
-_ACTIVE_TOKEN = re.compile(r"^a\d+(\.\d+)?b$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +108,8 @@ class DerivedSize:
     source: str  # what the user passed to --model
     facts: ModelFacts
     sampling: dict[str, Any]  # eval.temperature/top_p/top_k from generation_config.json
-    settings: dict[str, Any]  # rules.derive_size_settings output (for display/comments)
+    settings: DerivedSettings | None = None  # rules.derive_size_settings output (for display/comments)
+    error: str = ""  # why the rules cannot plan this size on the profile (then settings is None)
     budgets: list[int] | None = None  # eval.budgets cut to the model's context (None: the method's fit)
     chat_template: bool = True  # tokenizer_config.json has a chat template (base models often do not)
 
@@ -133,27 +137,6 @@ def hub_id(id_or_path: str) -> str:
     if p.exists():
         return str((p.parent if p.name == "config.json" else p).resolve())
     return str(id_or_path)
-
-
-def _fmt_billions(n: int) -> str:
-    b = n / 1e9
-    text = f"{b:.1f}" if b < 10 else f"{b:.0f}"
-    return text.removesuffix(".0")
-
-
-def size_key_and_label(name: str, total: int, active: int, moe: bool) -> tuple[str, str]:
-    """(size key, display label) from the model name's size token, else from the counts."""
-    tokens = [t for t in re.split(r"[-_]", name) if t]
-    start = next((i for i, t in enumerate(tokens) if _SIZE_TOKEN.match(t)), None)
-    if start is not None:
-        parts, in_size = [], True
-        for i, t in enumerate(tokens[start:]):
-            in_size = in_size and (i == 0 or bool(_SIZE_TOKEN.match(t) or _ACTIVE_TOKEN.match(t)))
-            parts.append(t.upper().replace("X", "x") if in_size else t)  # 30b-a3b -> 30B-A3B
-        label = "-".join(parts)
-    else:
-        label = _fmt_billions(total) + "B" + (f"-A{_fmt_billions(active)}B" if moe else "")
-    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_"), label
 
 
 # --------------------------------------------------------------------------- deriving
@@ -193,7 +176,7 @@ def derive_family(family: str, models: list[str]) -> list[DerivedSize]:
             raise RecipeError(f"{source} and {seen[facts.size]} both map to size key {facts.size!r}; "
                               "derive them into separate families", key="--model")
         seen[facts.size] = source
-        out.append(DerivedSize(source=source, facts=facts, sampling=sampling, settings={}, chat_template=has_template))
+        out.append(DerivedSize(source=source, facts=facts, sampling=sampling, chat_template=has_template))
     return out
 
 
@@ -209,32 +192,28 @@ def rule_settings(
     calls ``rules.derive_size_settings`` with each size's resolved settings: the planner's own
     code path, no second copy. Returns the sizes with ``settings`` filled and the profile name.
     """
-    import yaml
-
-    from .recipe import load_study
-    from .studydir import atomic_write_text
-
     with tempfile.TemporaryDirectory(prefix="scaling-derive-") as scratch:
         root = Path(scratch)
         for name, text in files.items():
-            atomic_write_text(root / "families" / family / name, text)
+            durable.atomic_write_text(root / "families" / family / name, text)
         study = {"include": ["method/efficient_reasoning.yaml"],
                  "study": {"name": f"derive-{family}".replace("_", "-"), "family": family,
                            "sizes": [s.facts.size for s in sizes]},
                  "eval": {"benchmarks": [PROBE_BENCHMARK]}}
         recipe = root / "derive.yaml"
-        atomic_write_text(recipe, yaml.safe_dump(study, sort_keys=False))
+        durable.atomic_write_text(recipe, yaml.safe_dump(study, sort_keys=False))
         loaded = load_study(recipe, profile=profile)
         out = []
         for s in sizes:
             settings = loaded.settings[s.facts.size]
+            derived, error = None, ""
             try:
                 derived = derive_size_settings(settings.model, loaded.profile, settings)
             except PlanError as err:  # e.g. too large for the profile: the facts still hold
-                derived = {"error": str(err)}
+                error = str(err)
             fits = [b for b in settings.eval.budgets if b <= settings.model.max_position]
             budgets = fits if fits != list(settings.eval.budgets) and fits else None
-            out.append(dataclasses.replace(s, facts=settings.model, settings=derived, budgets=budgets))
+            out.append(dataclasses.replace(s, facts=settings.model, settings=derived, error=error, budgets=budgets))
         return out, loaded.profile.name
 
 
@@ -277,19 +256,6 @@ def _common(values: list[Any]) -> Any:
         if c > count:
             best, count = v, c
     return best
-
-
-def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if dataclasses.is_dataclass(d) and not isinstance(d, type):
-        d = to_dict(d)
-    if isinstance(d, dict):
-        out: list[tuple[str, Any]] = []
-        for k, v in d.items():
-            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    if hasattr(d, "value"):  # enum
-        d = d.value
-    return [(prefix, d)]
 
 
 def render_family(family: str, sizes: list[DerivedSize], profile_name: str, command: str) -> dict[str, str]:
@@ -368,20 +334,21 @@ def _render_size(s: DerivedSize, fam: dict[str, Any], fam_sampling: dict[str, An
             lines.append("eval:")
         lines.append(_line("budgets", s.budgets, f"the method's budgets that fit the {f.max_position}-token context"))
     present = {ln[:-1] for ln in lines if ln in ("train:", "curate:", "resources:")}
-    lines += _settings_comment(s.settings, profile_name, present)
+    lines += _settings_comment(s, profile_name, present)
     return "\n".join(lines) + "\n"
 
 
-def _settings_comment(settings: dict[str, Any], profile_name: str, present: set[str] = frozenset()) -> list[str]:
+def _settings_comment(s: DerivedSize, profile_name: str, present: set[str] = frozenset()) -> list[str]:
     """The rules' output as commented YAML: what the planner will derive for this size. Every
     commented value line is valid YAML once uncommented under its section line; a section the file
     already has (``present``) is not repeated, since a second ``train:`` would replace the first."""
-    if not settings:
-        return []
-    if "error" in settings:
+    if s.error:
         return ["", f"# The rules cannot plan this size on profile {profile_name} with the method defaults:",
-                f"#   {settings['error']}"]
-    prov, reasons = settings.get("provenance", {}), settings.get("reasons", {})
+                f"#   {s.error}"]
+    settings = s.settings
+    if settings is None:
+        return []
+    prov, reasons = settings.provenance, settings.reasons
     out = ["", f"# What scaling/rules.py derives for this size from the method defaults on profile {profile_name}.",
            "# The planner recomputes these at plan time (another profile or study gives other values).",
            "# To pin one, uncomment it together with its section line (`# train:`); under a section this",
@@ -391,7 +358,7 @@ def _settings_comment(settings: dict[str, Any], profile_name: str, present: set[
         return f"#   (move under the {section}: section above)" if section in present else f"# {section}:"
 
     for section in ("train", "curate"):
-        leaves = _flatten(settings.get(section) or {})
+        leaves = _derived_leaves(settings, section)
         if leaves:
             out.append(head(section))
             for key, value in leaves:
@@ -402,24 +369,33 @@ def _settings_comment(settings: dict[str, Any], profile_name: str, present: set[
     layout = reasons.get("train.finetune") or reasons.get("resources.train")
     if layout:
         out.append(f"# train layout: {layout}")
-    res = settings.get("resources") or {}
+    res = settings.resources
     if res:
         out.append(head("resources"))
         for stage, values in res.items():
-            body = ", ".join(f"{k}: {_scalar(v)}" for k, v in values.items())
+            body = ", ".join(f"{k}: {_scalar(v)}" for k, v in to_dict(values).items())
             where = f"  # eval: one {PROBE_BENCHMARK} task at the method's budgets" if stage == "eval" else ""
             out.append(f"#   {stage}: {{{body}}}{where}")
-    est = settings.get("estimates") or {}
-    if est.get("train_hours") is not None:
-        out.append(f"# estimated training: {est['train_hours']:.1f} h, {est.get('train_gpu_hours', 0):.0f} GPU-hours, "
-                   f"{est.get('train_mem_per_gpu_gb', 0):.1f} GB per GPU")
+    est = settings.estimates
+    out.append(f"# estimated training: {est.train_hours:.1f} h, {est.train_gpu_hours:.0f} GPU-hours, "
+               f"{est.train_mem_per_gpu_gb:.1f} GB per GPU")
+    return out
+
+
+def _derived_leaves(settings: DerivedSettings, section: str) -> list[tuple[str, Any]]:
+    """(key, plain value) of every ``section`` key a rule derived, in the order the rules ran."""
+    out = []
+    for key in settings.provenance:
+        if key.startswith(section + "."):
+            obj: Any = getattr(settings, section)
+            for part in key.split(".")[1:]:
+                obj = getattr(obj, part)
+            out.append((key[len(section) + 1:], to_dict(obj)))
     return out
 
 
 def write_family(files: dict[str, str], out: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Write the family directory atomically: a temporary sibling renamed into place."""
-    from .studydir import atomic_write_text  # looked up at call time: a test makes one write fail
-
     target = Path(out)
     if target.exists() and not target.is_dir():
         raise RecipeError(f"{target} exists and is not a directory; choose another -o", key="-o")
@@ -429,7 +405,7 @@ def write_family(files: dict[str, str], out: str | os.PathLike[str], *, force: b
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         for name, text in files.items():
-            atomic_write_text(tmp / name, text)
+            durable.atomic_write_text(tmp / name, text)  # looked up at call time: a test makes one write fail
         old = None
         if target.exists():
             old = target.parent / f".{target.name}.old.{os.getpid()}"
@@ -459,13 +435,13 @@ def derive_command(family: str, models: list[str], profile: str | None, out: str
         c = count_params(s.facts)
         moe = f", {c.active / 1e9:.2f}B active" if s.facts.num_experts else ""
         head = f"  {s.facts.size:<24} {c.total / 1e9:7.2f}B total{moe}; thinking {s.facts.thinking}; "
-        if "error" in s.settings:
-            print(head + f"warning: not plannable on {profile_name}: {s.settings['error']}")
+        if s.error or s.settings is None:
+            print(head + f"warning: not plannable on {profile_name}: {s.error}")
             continue
-        tr = s.settings.get("train", {})
-        res = s.settings.get("resources", {}).get("train", {})
+        tr = dict(_derived_leaves(s.settings, "train"))  # what the rules chose (None: the method set it)
+        res = s.settings.resources["train"]
         print(head + f"lr {tr.get('learning_rate')}, {tr.get('finetune')}, L_R {tr.get('rollout_limit')}, "
-              f"train {res.get('nodes')}x{res.get('gpus_per_node')} GPU, TP {res.get('tensor_parallel')}")
+              f"train {res.nodes}x{res.gpus_per_node} GPU, TP {res.tensor_parallel}")
         if not s.chat_template:
             print(f"  {'':<24} note: no chat template found (base model?); the jobs need one to build prompts")
     print(f"use it in a study recipe with `study: {{family: {family}}}` (see docs/new-family.md)")

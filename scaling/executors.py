@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import traceback
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import studydir as sd
+from . import durable
 from .errors import LaunchError
 from .records import ClusterProfile, JobSpec, Plan
 from .supervise import JobBody
@@ -67,8 +69,6 @@ class DebugExecutor:
         return []
 
     def submit(self, job: JobSpec, bodies: list[JobBody], *, folder: Path, after: list[str]) -> list[str]:
-        import traceback
-
         ids = []
         for body in bodies:
             self._n += 1
@@ -76,10 +76,10 @@ class DebugExecutor:
             folder.mkdir(parents=True, exist_ok=True)
             try:
                 body()
-                sd.atomic_write_text(folder / f"{jid}_0_log.out", f"{job.run_id}: job completed\n")
+                durable.atomic_write_text(folder / f"{jid}_0_log.out", f"{job.run_id}: job completed\n")
                 self._states[jid] = "succeeded"
             except Exception:  # recorded like a cluster job failure; the log keeps the traceback
-                sd.atomic_write_text(folder / f"{jid}_0_log.err", traceback.format_exc())
+                durable.atomic_write_text(folder / f"{jid}_0_log.err", traceback.format_exc())
                 self._states[jid] = "failed"
             ids.append(jid)
         return ids
@@ -126,8 +126,6 @@ def executor_for(manifest: dict[str, Any], requested: str = "auto") -> Executor 
 def gpus_here() -> int:
     """GPUs this machine can give local jobs, without importing torch: ``nvidia-smi -L`` (or the
     driver's ``/proc`` entries), limited by ``CUDA_VISIBLE_DEVICES`` when it is set."""
-    import subprocess
-
     n = 0
     if shutil.which("nvidia-smi"):
         try:

@@ -14,7 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .analyse import EFFECTS, StudyAnalysis, variant_name
+from .analyse import EFFECTS, REF_METRICS, StudyAnalysis, variant_name
+from .fit import predict as fit_predict, trend_curve, trend_verdict
+from .signals import signal_columns
+from .sizes import parse_size
 
 VARIANT_MARKERS = {"": "o", "hybrid": "o", "always": "^", "none": "s"}
 ARM_STYLE = {"base": "--", "trained": "-"}  # dashed = base, solid = trained (docs/reports.md)
@@ -96,8 +99,6 @@ def headline(ans: list[StudyAnalysis], bench: str) -> bytes:
     """Both effects (length change %, accuracy change pt; trained vs base at the largest budget)
     against size: labelled points, variant markers, trend with slope interval, predictions,
     reference numbers."""
-    from .fit import trend_curve
-
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(13.5, 3.9), squeeze=False)
     for ax, (metric, name, unit, scale) in zip(axes[0], EFFECTS):
@@ -160,8 +161,6 @@ def headline(ans: list[StudyAnalysis], bench: str) -> bytes:
 
 
 def _ref_metric(name: str) -> str:
-    from .analyse import REF_METRICS
-
     return REF_METRICS[name][0]
 
 
@@ -208,8 +207,6 @@ PANELS = (("accuracy", "accuracy (%) at the largest budget", 100.0), ("tokens_me
 
 
 def size_trends(ans: list[StudyAnalysis], bench: str, predict: Sequence[str]) -> bytes:
-    from .fit import parse_size, predict as fit_predict, trend_curve, trend_verdict
-
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.0), squeeze=False)
     for ax, (metric, title, scale) in zip(axes[0], PANELS):
@@ -291,9 +288,7 @@ def lengths(an: StudyAnalysis, bench: str) -> bytes:
 # ---------------------------------------------------------------------------- training
 def training(an: StudyAnalysis) -> bytes:
     plt = _plt()
-    from .signals import _columns
-
-    c = _columns(an.study.signals)
+    c = signal_columns(an.study.signals)
     order = {s: i for i, s in enumerate(an.sizes())}
     runs = sorted(dict.fromkeys(c["run_id"].tolist()), key=lambda r: (order.get(str(r).split("/")[0], len(order)), str(r)))
     cols = min(4, max(1, len(runs)))

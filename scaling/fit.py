@@ -1,6 +1,7 @@
 """Trend fits of a metric against model size, with bootstrap intervals. Pure: numpy + scipy.
 
-    from scaling.fit import fit_trend, fit_trends, parse_size
+    from scaling.fit import fit_trend, fit_trends, predict
+    from scaling.sizes import parse_size
     fit = fit_trend(points)                 # points: SizePoints of one (metric, arm, benchmark, budget)
     fit.coef, fit.coef_lo, fit.coef_hi      # coefficients and their intervals
     predict(fit, parse_size("70b"))         # (value, lo, hi)
@@ -37,7 +38,6 @@ mean square of those errors and says how far to trust an interpolation or extrap
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from typing import Sequence
 
@@ -46,6 +46,7 @@ from scipy import stats
 
 from .errors import FitError
 from .records import SizePoint, TrendFit
+from .sizes import parse_size
 
 FORMS = ("log_linear", "saturating")
 COEFS = {
@@ -70,42 +71,9 @@ BOUNDS = {
     "accuracy_per_1k_tokens": (0.0, math.inf),
 }
 
-_UNITS = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
-_SIZE_RE = re.compile(
-    r"^\s*(?P<num>\d+(?:[._]\d+)?)\s*(?P<unit>[kmbt])"
-    r"(?:[-_ ]?a(?P<anum>\d+(?:[._]\d+)?)\s*(?P<aunit>[kmbt]))?(?:[-_ ].*)?$",
-    re.IGNORECASE,
-)
-
-
-def parse_size(text: str | float | int, convention: str = "active") -> int:
-    """A size string -> parameter count. ``70b`` -> 7e10, ``0.6B``/``0_6b`` -> 6e8, ``500m``,
-    ``30b_a3b``/``30B-A3B`` -> 3e9 active or 3e10 total, plain numbers (``7e10``) as they are.
-    Suffixes after the size (``4b_instruct_2507``) are ignored. ValueError if unreadable."""
-    if convention not in ("active", "total"):
-        raise ValueError(f"params convention must be 'active' or 'total', not {convention!r}")
-    if isinstance(text, (int, float)):
-        if not text > 0:
-            raise ValueError(f"parameter count must be positive, got {text}")
-        return int(text)
-    s = str(text).strip()
-    try:
-        v = float(s)
-    except ValueError:
-        m = _SIZE_RE.match(s)
-        if not m:
-            raise ValueError(f"cannot read size {text!r}: use e.g. 70b, 0.6b, 500m, 30b-a3b or a number") from None
-        total = float(m["num"].replace("_", ".")) * _UNITS[m["unit"].lower()]
-        if m["anum"] and convention == "active":
-            return int(round(float(m["anum"].replace("_", ".")) * _UNITS[m["aunit"].lower()]))
-        return int(round(total))
-    if not v > 0:
-        raise ValueError(f"parameter count must be positive, got {text!r}")
-    return int(v)
-
-
 # ------------------------------------------------------------------------------ the forms
-def _eval(form: str, coef: dict[str, np.ndarray] | dict[str, float], x: np.ndarray, x_ref: float) -> np.ndarray:
+def form_values(form: str, coef: dict[str, np.ndarray] | dict[str, float], x: np.ndarray, x_ref: float) -> np.ndarray:
+    """A form's values at x = log10(params) (coefficients as floats, or arrays of replicates)."""
     d = np.asarray(x, dtype=np.float64) - x_ref
     if form == "log_linear":
         return np.asarray(coef["value_at_ref"]) + np.asarray(coef["slope_per_decade"]) * d
@@ -277,7 +245,7 @@ def fit_trend(
             continue
         xr = float(xs.mean())
         c_, _ = _FITTERS[form](xs - xr, y[m][:, None])
-        pred = _eval(form, {k: v[0] for k, v in c_.items()}, x_all[~m], xr)
+        pred = form_values(form, {k: v[0] for k, v in c_.items()}, x_all[~m], xr)
         loso[key] = float(np.mean(pred - y[~m]))
     loso_error = math.sqrt(np.mean(np.square(list(loso.values())))) if loso else float("nan")
     return TrendFit(
@@ -309,10 +277,10 @@ def predict(fit: TrendFit, params: float | str, *, interval: str = "observation"
         raise ValueError("interval must be 'observation' or 'trend'")
     n_params = parse_size(params, fit.params_convention) if isinstance(params, str) else float(params)
     x = np.array([math.log10(n_params)])
-    value = float(_eval(fit.form, fit.coef, x, fit.x_ref)[0])
+    value = float(form_values(fit.form, fit.coef, x, fit.x_ref)[0])
     keys = COEFS[fit.form]
     bc = {k: np.array([b[k] for b in fit.boot]) for k in keys}
-    preds = _eval(fit.form, bc, np.full(1, x[0]), fit.x_ref) if fit.boot else np.array([value])
+    preds = form_values(fit.form, bc, np.full(1, x[0]), fit.x_ref) if fit.boot else np.array([value])
     a = (1.0 - fit.level) / 2.0
     q_lo, q_hi = float(np.quantile(preds, a)), float(np.quantile(preds, 1.0 - a))
     lo, hi = min(q_lo, value), max(q_hi, value)
@@ -329,10 +297,10 @@ def predict(fit: TrendFit, params: float | str, *, interval: str = "observation"
 def trend_curve(fit: TrendFit, params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fitted line and its bootstrap band ("trend" interval) at many params (for plots)."""
     x = np.log10(np.asarray(params, dtype=np.float64))
-    value = _eval(fit.form, fit.coef, x, fit.x_ref)
+    value = form_values(fit.form, fit.coef, x, fit.x_ref)
     keys = COEFS[fit.form]
     bc = {k: np.array([b[k] for b in fit.boot])[:, None] for k in keys}
-    preds = _eval(fit.form, bc, x[None, :], fit.x_ref)
+    preds = form_values(fit.form, bc, x[None, :], fit.x_ref)
     a = (1.0 - fit.level) / 2.0
     lo, hi = np.quantile(preds, a, axis=0), np.quantile(preds, 1.0 - a, axis=0)
     b_lo, b_hi = BOUNDS.get(fit.metric, (-math.inf, math.inf))
@@ -407,25 +375,16 @@ def boot_coef_arrays(fit: TrendFit) -> dict[str, np.ndarray]:
     return {k: np.array([b[k] for b in fit.boot]) for k in COEFS[fit.form]}
 
 
-def points_from_truth(
-    form: str, coef: dict[str, float], params: Sequence[float], *, x_ref: float | None = None
-) -> np.ndarray:
-    """Values of a known trend at ``params`` (used to plant truth in tests and perf scripts)."""
-    x = np.log10(np.asarray(params, dtype=np.float64))
-    return _eval(form, coef, x, float(x.mean()) if x_ref is None else x_ref)
-
-
 __all__ = [
     "FORMS",
     "COEFS",
     "AICC_MARGIN",
-    "parse_size",
     "fit_trend",
     "fit_trends",
     "predict",
     "trend_curve",
     "boot_coef_arrays",
-    "points_from_truth",
+    "form_values",
     "trend_verdict",
     "R2_MIN",
     "LOSO_MAX",

@@ -13,7 +13,7 @@ so a breakpoint works). ``auto`` is slurm when a cluster is configured here, els
 executors are ``executors.py``'s (the scheduler-specific code lives in ``slurm.py``); this module
 only speaks of jobs, ids and states, which ``status.py`` computes.
 
-A run is *done* only when its directory has a ``DONE`` marker (``studydir.mark_done``), which
+A run is *done* only when its directory has a ``DONE`` marker (``durable.mark_done``), which
 the job writes last. ``resume`` resubmits exactly the runs (array items) without one, and never
 reruns a done run. Job bodies are ``supervise.JobBody`` objects: picklable, they import
 ``JobSpec.entry`` ("module:function") on the node and call ``main(run_yaml)`` or, for array
@@ -30,10 +30,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from . import durable
 from . import studydir as sd
 from .errors import LaunchError
 from .executors import (Executor, executor_for, local_parallel, make_executor, parallel_for,
@@ -46,6 +48,7 @@ from .studydir import study_ref  # re-exported: hints name the study so they run
 # JobBody: submitit pickles the bodies of a job into its folder as scaling.launch.JobBody until this
 # version; a job submitted before an upgrade and started after it unpickles it from this path.
 from .supervise import JobBody  # noqa: F401
+from .versions import StudyWithVersions  # records the torch/trl/vllm/... versions in study.yaml
 
 DRIVE_POLL_S = 2.0  # labelled default: how often the local driver looks for a free slot
 
@@ -123,8 +126,6 @@ def _fault_point(point: str, run_id: str) -> None:
         return
     name, _, target = spec.partition(":")
     if name == point and target in ("", run_id):
-        import signal
-
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -135,8 +136,8 @@ def _submit_one(sdir: Path, ex: Executor, job: JobSpec, items: list[str], after_
     launcher killed between the scheduler accepting the job and the id reaching the manifest
     leaves a trace: ``reconcile`` then finds the job by name (or by submitit's pickle) and
     adopts its id instead of declaring the run unsubmitted and submitting it again."""
-    entry_folder = sd.run_dir(sdir, job.run_id) / sd.LOGS
-    intent = {"name": job.name, "items": list(items), "ts": time.time(), "time": sd._now(), "executor": ex.name}
+    entry_folder = sd.run_dir(sdir, job.run_id) / durable.LOGS
+    intent = {"name": job.name, "items": list(items), "ts": time.time(), "time": durable.utc_now(), "executor": ex.name}
     sd.update_manifest(sdir, lambda m: m["runs"][job.run_id].__setitem__("submitting", intent))
     ids = ex.submit(job, _bodies(sdir, job, items), folder=entry_folder, after=after_ids)
     _fault_point("after_submit", job.run_id)
@@ -150,7 +151,7 @@ def _todo(sdir: Path, states: dict[str, dict[str, Any]], job: JobSpec) -> list[s
         return None
     rd = sd.run_dir(sdir, job.run_id)
     if job.array:
-        return [it for it in job.array if not sd.is_done(sd.item_dir(rd, it))] or None
+        return [it for it in job.array if not durable.is_done(sd.item_dir(rd, it))] or None
     return ["-"]
 
 
@@ -159,7 +160,7 @@ def _pending_ids(sdir: Path, entry: dict[str, Any], run_id: str) -> list[str]:
     so a dependency never points at an old, partly failed array)."""
     if entry.get("items"):
         rd = sd.run_dir(sdir, run_id)
-        return [jid for it, jid in entry.get("item_ids", {}).items() if jid and not sd.is_done(sd.item_dir(rd, it))]
+        return [jid for it, jid in entry.get("item_ids", {}).items() if jid and not durable.is_done(sd.item_dir(rd, it))]
     return [entry["job_id"]] if entry.get("job_id") else []
 
 
@@ -249,7 +250,7 @@ def _print_dry_run(sdir: Path, plan: Plan, ex: Executor) -> None:
     for job in topo_order(plan.jobs):
         done = sd.run_is_done(sdir, job.run_id, job.array) if sdir.exists() else False
         desc = ex.describe(job, items=list(job.array), after=[ids[a] for a in job.after],
-                           folder=sd.run_dir(sdir, job.run_id) / sd.LOGS)
+                           folder=sd.run_dir(sdir, job.run_id) / durable.LOGS)
         head = f"{job.run_id}  {job.name}  entry={job.entry}"
         if job.after:
             head += f"  after={','.join(job.after)}"
@@ -337,8 +338,6 @@ def launch(study: Any, plan: Plan, *, executor: str | Executor = "auto", runs_di
                 raise LaunchError(f"{sdir}: holds a different plan of study {name}; use another study name "
                                   f"(set name: in the recipe) or delete {sdir} to start over")
             clean_stale_tmp(sdir, old, states)
-        from .versions import StudyWithVersions  # records the torch/trl/vllm/... versions in study.yaml
-
         sd.write_study_files(sdir, StudyWithVersions(study), plan_text)
         for run in plan.runs:
             sd.write_run_yaml(sdir, run)

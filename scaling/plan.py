@@ -15,7 +15,7 @@ What it does
     provenance of every leaf: the recipe file, ``--set``, ``default`` or ``rule:<name>``.
     Incompatible settings raise ``PlanError`` with the fix, before anything is submitted:
     ``_check`` is the one home of every cross-field rule (``whole_groups_problem`` is shared with
-    jobs/train.py, which re-checks a hand-edited run.yaml).
+    jobs/train_config.py, which re-checks a hand-edited run.yaml).
 
 How to run it
     ``scaling plan recipes/qwen3-ladder.yaml [--sizes 0.6B,8b] [--profile small_4x24gb]
@@ -32,12 +32,11 @@ import dataclasses
 import enum
 import json
 import re
-import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .capacity import tp_candidates
-from .errors import PlanError
+from .errors import PlanError, RecipeError
 from .records import (
     GROUP_SHAPINGS,
     SCHEMA_VERSION,
@@ -55,7 +54,12 @@ from .records import (
     VllmMode,
     to_dict,
 )
+from .records.convert import flatten, type_hints, unwrap_optional
 from .rules import derive_size_settings
+from .sizes import size_key
+
+if TYPE_CHECKING:  # the type only: plan runs on any object with Study's fields (tests pass small ones)
+    from .recipe import Study
 
 ENTRIES = {
     "curate": "scaling.jobs.curate:main",
@@ -70,41 +74,6 @@ def job_name(study: str, run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{study}.{run_id.replace('/', '.')}")
 
 
-# ------------------------------------------------------------------------------ resolve
-def _apply(obj: Any, values: dict[str, Any]) -> Any:
-    """A copy of dataclass ``obj`` with ``values`` (nested dicts for nested dataclasses) set,
-    enum fields converted from their plain values."""
-    hints = _hints(type(obj))
-    changes: dict[str, Any] = {}
-    for key, value in values.items():
-        current = getattr(obj, key)
-        if isinstance(value, dict) and dataclasses.is_dataclass(current):
-            changes[key] = _apply(current, value)
-            continue
-        tp = _unwrap(hints[key])
-        if isinstance(tp, type) and issubclass(tp, enum.Enum) and value is not None:
-            value = tp(value)
-        changes[key] = value
-    return dataclasses.replace(obj, **changes)
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def _unwrap(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
 def whole_groups_problem(shaping: Shaping, prompts: int, world: int) -> str | None:
     """A group-normalised shaping (records.GROUP_SHAPINGS) scores each completion against its
     prompt's whole group, so every training process must hold whole groups: ``prompts`` (per
@@ -113,6 +82,30 @@ def whole_groups_problem(shaping: Shaping, prompts: int, world: int) -> str | No
         return (f"shaping {Shaping(shaping).value} needs whole groups per process: "
                 f"train.prompts_per_step={prompts} must be a multiple of {world} processes")
     return None
+
+
+def length_problem(train: TrainSettings, model: Any) -> tuple[str, str] | None:
+    """The two length rules, (key, message) of the first broken one or None; values still None
+    (a rule decides them) are skipped. L_T <= L_R: a target beyond the rollout limit penalises no
+    rollout. Prompt + L_R within the model's context (``model.max_position``)."""
+    lt, lr = train.reward.target_length, train.rollout_limit
+    if lt is not None and lr is not None and lt > lr:
+        return "train.reward.target_length", (f"L_T={lt} exceeds L_R=train.rollout_limit={lr}: no rollout could be "
+                                              "penalised; set target_length <= rollout_limit")
+    ctx = model.max_position
+    if lr is not None and ctx and lr + train.max_prompt_length > ctx:
+        return "train.rollout_limit", (f"prompt {train.max_prompt_length} + L_R {lr} tokens exceed the model's "
+                                       f"context {ctx} (model.max_position); lower train.rollout_limit")
+    return None
+
+
+def _check_recipe_lengths(size: str, train: TrainSettings, model: Any, prov: dict[str, str]) -> None:
+    """``length_problem`` on the recipe's own values, before any rule runs (a context overflow must
+    not be reported as "does not fit"): the error names the file that set the key."""
+    problem = length_problem(train, model)
+    if problem:
+        key, message = problem
+        raise RecipeError(message, path=prov.get(key), key=f"sizes.{size}.{key}")
 
 
 def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSettings, model: Any,
@@ -129,18 +122,17 @@ def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSet
     if not gpu and train.zero_stage:
         raise PlanError(f"{size}: train.zero_stage={train.zero_stage} needs GPUs (DeepSpeed) but profile "
                         f"{profile.name} has none; set train.zero_stage=0")
-    if train.reward.target_length > train.rollout_limit:
-        raise PlanError(f"{size}: L_T=train.reward.target_length={train.reward.target_length} exceeds "
-                        f"L_R=train.rollout_limit={train.rollout_limit}; set target_length <= rollout_limit")
-    if train.rollout_limit + train.max_prompt_length > model.max_position:
-        raise PlanError(f"{size}: prompt {train.max_prompt_length} + L_R {train.rollout_limit} tokens exceed the "
-                        f"model's context {model.max_position}; lower train.rollout_limit")
+    lengths = length_problem(train, model)
+    if lengths:
+        raise PlanError(f"{size}: {lengths[1]}")
     if ev.budgets and max(ev.budgets) > model.max_position:
         raise PlanError(f"{size}: eval budget {max(ev.budgets)} exceeds the model's context {model.max_position}; "
                         "drop the larger budgets (eval.budgets)")
-    if train.prompts_per_step % train.mini_batch_prompts:
-        raise PlanError(f"{size}: train.mini_batch_prompts={train.mini_batch_prompts} does not divide "
-                        f"train.prompts_per_step={train.prompts_per_step}; pick a divisor or null (rule)")
+    if train.mini_batch_prompts * train.off_policy_staleness != train.prompts_per_step:
+        # jobs/train_config.py builds one rollout batch per S optimiser steps of mini_batch_prompts each
+        raise PlanError(f"{size}: train.mini_batch_prompts={train.mini_batch_prompts} x off_policy_staleness="
+                        f"{train.off_policy_staleness} must equal train.prompts_per_step={train.prompts_per_step} "
+                        "(one rollout batch feeds S optimiser steps); set mini_batch_prompts: null (rule)")
     for stage in stages:
         r = res[stage]
         where = f"sizes.{size}.resources.{stage}"
@@ -183,7 +175,7 @@ def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSet
                             f"divides, got {r.nodes * r.gpus_per_node}; change resources.train.tensor_parallel")
 
 
-def make_plan(study: Any) -> Plan:
+def make_plan(study: Study) -> Plan:
     """Expand a ``recipe.Study`` into a ``records.Plan`` (see the module docstring)."""
     profile: ClusterProfile = study.profile
     runs: list[RunSpec] = []
@@ -193,11 +185,11 @@ def make_plan(study: Any) -> Plan:
     for size in study.sizes:
         s = study.settings[size]
         facts = s.model
-        derived = derive_size_settings(facts, profile, s)
         prov = dict(study.size_provenance(size))
-        prov.update(derived["provenance"])
-        train = _apply(s.train, derived["train"])
-        curate = _apply(s.curate, derived["curate"])
+        _check_recipe_lengths(size, s.train, facts, prov)
+        derived = derive_size_settings(facts, profile, s)
+        prov.update(derived.provenance)
+        train, curate = derived.train, derived.curate
         sft: SftSettings = s.sft
         ev: EvalSettings = s.eval
         stages = ["train"]
@@ -207,15 +199,15 @@ def make_plan(study: Any) -> Plan:
             stages.insert(0, "sft")
         if ev.checkpoints and ev.benchmarks:
             stages.append("eval")
-        res = {st: Resources(**derived["resources"][st]) for st in stages}
+        res = {st: derived.resources[st] for st in stages}
         _check(size, profile, train, ev, facts, res, stages)
-        est = derived["estimates"]
-        for key, why in derived["reasons"].items():
+        est = derived.estimates
+        for key, why in derived.reasons.items():
             notes[f"{size}:{key}"] = why
-        notes[f"{size}:train_hours"] = f"{est['train_hours']:.2f}"
-        for stage, warning in est.get("warnings", {}).items():
+        notes[f"{size}:train_hours"] = f"{est.train_hours:.2f}"
+        for stage, warning in est.warnings.items():
             notes[f"{size}:warning:{stage}"] = f"{size}/{warning}"
-        notes[f"{size}:train_mem_per_gpu_gb"] = f"{est['train_mem_per_gpu_gb']:.1f}"
+        notes[f"{size}:train_mem_per_gpu_gb"] = f"{est.train_mem_per_gpu_gb:.1f}"
 
         def spec(stage: str, run_id: str, **kw: Any) -> RunSpec:
             keep = ("model.", f"resources.{stage}.", "seed")
@@ -242,16 +234,16 @@ def make_plan(study: Any) -> Plan:
             return gh
 
         if sft.enabled:
-            total += add_job(spec("sft", f"{size}/sft", sft=sft), "sft", [], est.get("sft_hours", 0.0),
+            total += add_job(spec("sft", f"{size}/sft", sft=sft), "sft", [], est.sft_hours or 0.0,
                              checkpointable=True)
         if curate.enabled:
             total += add_job(spec("curate", f"{size}/curate", init_from=start_from, train=train, curate=curate, eval=ev),
-                             "curate", [start_from] if start_from else [], est.get("curate_hours", 0.0))
+                             "curate", [start_from] if start_from else [], est.curate_hours or 0.0)
         after = [r for r in (f"{size}/sft" if sft.enabled else "", f"{size}/curate" if curate.enabled else "") if r]
         total += add_job(spec("train", f"{size}/train", init_from=start_from, train=train, curate=curate), "train",
-                         after, est["train_hours"], checkpointable=True)
+                         after, est.train_hours, checkpointable=True)
         if "eval" in stages:
-            eval_hours = sum(est["eval_hours"].values())
+            eval_hours = sum(est.eval_hours.values())
             for ck in ev.checkpoints:
                 init = f"{size}/train" if ck == "trained" else start_from
                 dep = [f"{size}/train"] if ck == "trained" else ([f"{size}/sft"] if sft.enabled else [])
@@ -321,7 +313,6 @@ def print_plan(plan: Plan, explain: str | None = None) -> None:
 def _print_explain(console: Any, plan: Plan, size: str) -> None:
     from rich.table import Table
 
-    from .recipe import size_key
 
     key = size_key(size)
     runs = [r for r in plan.runs if r.size == key or r.model.label.lower() == size.lower()]
@@ -343,7 +334,7 @@ def _print_explain(console: Any, plan: Plan, size: str) -> None:
         flat: dict[str, Any] = {}
         for section in ("model", "train", "curate", "sft", "eval", "resources"):
             if data.get(section) is not None:
-                flat.update(_flat(data[section], section + "."))
+                flat.update(flatten(data[section], section + "."))
         flat["seed"] = run.seed
         rows = 0
         why: dict[str, list[str]] = {}
@@ -373,17 +364,6 @@ def _print_explain(console: Any, plan: Plan, size: str) -> None:
                   + ("per GPU" if plan.profile.gpus_per_node > 0 else "of host memory"))
 
 
-def _flat(data: Any, prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(data, dict) and data:
-        for k, v in data.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-    else:
-        out[prefix[:-1]] = data
-    return out
-
-
-# ------------------------------------------------------------------------------- JSON
 def plan_to_json(plan: Plan) -> str:
     """The plan as JSON (records.to_dict + schema_version); ``plan_from_json`` reverses it."""
     data = {"schema_version": SCHEMA_VERSION, **to_dict(plan)}
@@ -407,13 +387,13 @@ def plan_from_json(text: str) -> Plan:
 
 def _build(tp: Any, value: Any, where: str) -> Any:
     """Plain JSON data -> typed records (nested dataclasses, enums, lists, dicts, optionals)."""
-    tp = _unwrap(tp)
+    tp = unwrap_optional(tp)
     if value is None:
         return None
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise PlanError(f"plan.json: {where}: expected an object for {tp.__name__}; re-run scaling plan --json")
-        hints = _hints(tp)
+        hints = type_hints(tp)
         unknown = set(value) - set(hints)
         if unknown:
             raise PlanError(f"plan.json: {where}: unknown keys {sorted(unknown)} for {tp.__name__}; re-plan with this version")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .benchmarks import load_benchmark
 from .errors import LaunchError
 
 __all__ = ["PrefetchItem", "plan_prefetch", "prefetch", "is_remote"]
@@ -55,8 +56,6 @@ def is_remote(source: str | None) -> bool:
 
 def plan_prefetch(plan: Any) -> list[PrefetchItem]:
     """Every remote model and dataset the plan's runs read, deduplicated, in plan order."""
-    from .benchmarks import load_benchmark
-
     items: dict[tuple, PrefetchItem] = {}
 
     def add(kind: str, repo: str | None, run_id: str, subset: str | None = None, split: str | None = None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import studydir as sd
+from .capacity import STARTUP_MIN, TIME_SAFETY
 from .executors import Executor
 from .records import JobSpec
 from .status import FINAL, LIVE, fmt_elapsed, refresh_states, store_states
@@ -26,7 +27,6 @@ def plan_estimates_s(jobs: list[JobSpec]) -> dict[str, float]:
     limit read back through ``capacity.time_limit_min``'s padding (estimate x TIME_SAFETY +
     STARTUP_MIN), at least one minute. Only ratios matter to the progress estimate, which is
     recalibrated against the observed times as runs finish."""
-    from .capacity import STARTUP_MIN, TIME_SAFETY
     out = {}
     for j in jobs:
         r = j.resources

@@ -7,7 +7,7 @@ group or a per-prompt target) to rewards. Its formula is in its docstring, check
 characters), applies the shaping and the masking rules, and returns ``None`` for masked
 completions (see ``excluded`` and docs/rewards.md for how a masked completion leaves the loss).
 
-Sources (our summary in /work/shared/docs/method.md, formulas in docs/rewards.md):
+Sources (formulas in docs/rewards.md; the terms they share are in ``scaling.reward_terms``):
 Art of Efficient Reasoning (arXiv 2602.20945): truncation, Kimi-1.5, Laser, Laser-D, masks;
 L1/LCPO (arXiv 2503.04697); DAPO soft overlong (arXiv 2503.14476); TLDR-style multi-level
 control (arXiv 2505.07961, parameterisation ours).
@@ -17,14 +17,21 @@ Standard library only: importable by the planner and picklable for submitit.
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .grade import grade_many
 from .records import MaskRule, RewardSpec, Shaping
+from .reward_terms import (
+    difficulty_bucket,
+    length_cost,
+    normalised_lengths,
+    overlong_penalty,
+    parse_l1_target,
+    parse_level,
+)
 
-_L1_TARGET = re.compile(r"Think for (\d+) tokens", re.IGNORECASE)
 
 # ----------------------------------------------------------------------------- shapings
 
@@ -58,23 +65,6 @@ def truncation(
     return [1.0 if (c and f and n <= target_length) else 0.0 for c, n, f in zip(correct, lengths, fin, strict=True)]
 
 
-def normalised_lengths(lengths: Sequence[int]) -> list[float]:
-    r"""l~ = (len − min_group) / (max_group − min_group); l~ = 0.5 for every member when max = min.
-
-    Our definition for the degenerate group (the paper is silent): 0.5 is the midpoint, so an
-    all-equal group gets no length bonus or penalty in Kimi's formula.
-
-    >>> normalised_lengths([10, 20, 30])
-    [0.0, 0.5, 1.0]
-    >>> normalised_lengths([7, 7])
-    [0.5, 0.5]
-    """
-    lo, hi = min(lengths), max(lengths)
-    if hi == lo:
-        return [0.5] * len(lengths)
-    return [(n - lo) / (hi - lo) for n in lengths]
-
-
 def kimi(correct: Sequence[bool], lengths: Sequence[int], *, alpha: float = 0.4) -> list[float]:
     r"""Kimi-1.5 over ONE group: λ = α·(0.5 − l~);  R = 1[c]·(1 + λ) + 1[¬c]·min(0, λ).
 
@@ -97,19 +87,6 @@ def laser(correct: Sequence[bool], lengths: Sequence[int], *, target_length: int
     [1.4, 1.0, 0.0]
     """
     return [(1.0 + (alpha if n < target_length else 0.0)) if c else 0.0 for c, n in zip(correct, lengths, strict=True)]
-
-
-def difficulty_bucket(group_accuracy: float) -> str:
-    """Laser-D's bucket of a group: accuracy ≥ 2/3 "easy", [1/3, 2/3) "medium", < 1/3 "hard".
-
-    >>> [difficulty_bucket(a) for a in (1.0, 0.5, 0.0)]
-    ['easy', 'medium', 'hard']
-    """
-    if group_accuracy >= 2 / 3:
-        return "easy"
-    if group_accuracy >= 1 / 3:
-        return "medium"
-    return "hard"
 
 
 def laser_d(
@@ -138,18 +115,6 @@ def laser_d(
         (1.0 + (alpha if n < lt else 0.0)) if c else (alpha if n >= lt else 0.0)
         for c, n in zip(correct, lengths, strict=True)
     ]
-
-
-def parse_l1_target(prompt: str) -> int | None:
-    """The L1 target N from a prompt containing "Think for N tokens." (None when absent).
-
-    >>> parse_l1_target("Solve x. Think for 512 tokens.")
-    512
-    >>> parse_l1_target("Solve x.") is None
-    True
-    """
-    m = _L1_TARGET.search(prompt)
-    return int(m.group(1)) if m else None
 
 
 def l1_exact(
@@ -182,20 +147,6 @@ def l1_max(
     ]
 
 
-def overlong_penalty(lengths: Sequence[int], *, max_length: int, cache: int, factor: float = 1.0) -> list[float]:
-    r"""DAPO soft overlong punishment: min(−(len − (L_max − L_cache)) / L_cache · factor, 0).
-
-    Zero up to L_max − L_cache, then linear down to −factor at L_max (held there beyond).
-    ``cache`` is clipped to ``max_length`` so the ramp never starts below zero.
-
-    >>> overlong_penalty([10, 75, 100, 120], max_length=100, cache=50)
-    [0.0, -0.5, -1.0, -1.0]
-    """
-    cache = max(1, min(cache, max_length))
-    start = max_length - cache
-    return [max(-factor, min(-(n - start) / cache * factor, 0.0)) + 0.0 for n in lengths]
-
-
 def dapo_overlong(
     correct: Sequence[bool], lengths: Sequence[int], *, max_length: int, cache: int, factor: float = 1.0
 ) -> list[float]:
@@ -206,34 +157,6 @@ def dapo_overlong(
     """
     pen = overlong_penalty(lengths, max_length=max_length, cache=cache, factor=factor)
     return [(1.0 if c else 0.0) + p for c, p in zip(correct, pen, strict=True)]
-
-
-def parse_level(prompt: str, level_tags: dict[str, str]) -> str | None:
-    """The TLDR level whose tag occurs in the prompt (the longest matching tag wins); None if none.
-
-    >>> parse_level("2+2? Think briefly.", {"short": "Think briefly.", "long": "Think thoroughly."})
-    'short'
-    """
-    hits = [(len(tag), lvl) for lvl, tag in level_tags.items() if tag and tag in prompt]
-    return max(hits)[1] if hits else None
-
-
-def length_cost(lengths: Sequence[int], *, kind: str, rollout_limit: int, target_length: int) -> list[float]:
-    r"""TLDR's f(len) in [0, 1]: ``linear`` len/L_R; ``group`` l~ (group min/max, one group);
-    ``hinge`` max(0, len − L_T) / L_R.
-
-    >>> length_cost([50, 100], kind="linear", rollout_limit=100, target_length=60)
-    [0.5, 1.0]
-    >>> length_cost([50, 100], kind="hinge", rollout_limit=100, target_length=60)
-    [0.0, 0.4]
-    """
-    if kind == "linear":
-        return [min(n, rollout_limit) / rollout_limit for n in lengths]
-    if kind == "group":
-        return normalised_lengths(lengths)
-    if kind == "hinge":
-        return [max(0, min(n, rollout_limit) - target_length) / rollout_limit for n in lengths]
-    raise ValueError(f"length_penalty must be linear | group | hinge, got {kind!r}")
 
 
 def tldr(correct: Sequence[bool], costs: Sequence[float], lambdas: Sequence[float]) -> list[float]:
@@ -373,11 +296,7 @@ class ShapedReward:
 
     def grade(self, texts: list[str], answers: list[str]) -> list[Any]:
         """Grades (``correct``, ``status``) of the completion texts against the gold answers."""
-        grader = self.grader
-        if grader is None:
-            from .grade import grade_many
-
-            grader = grade_many
+        grader = self.grader if self.grader is not None else grade_many
         return list(
             grader(
                 texts,

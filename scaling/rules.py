@@ -17,12 +17,13 @@ How to see it
     ``scaling plan recipes/qwen3-ladder.yaml --explain 8b`` prints each value with
     ``rule:<name>`` and the one-line reason the rule gave.
 
-This module imports the standard library only (capacity.py, facts.py and records.py are stdlib too).
+This module imports the standard library only (capacity.py, paramcount.py and records.py are stdlib too).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from typing import Any
 
@@ -41,21 +42,25 @@ from .capacity import (
     train_layout,
 )
 from .errors import PlanError
-from .facts import count_params, resolve_facts
+from .paramcount import count_params, resolve_facts
 from .records import (
     ClusterProfile,
     CurateSettings,
+    DerivedSettings,
+    Estimates,
     EvalSettings,
     Finetune,
     ModelFacts,
+    Resources,
     SftSettings,
     TrainSettings,
     from_dict,
 )
+from .records.convert import type_hints, unwrap_optional
 
 # ----------------------------------------------------------------- stated values (Art)
 ART_LEARNING_RATE = 1e-6  # Art §optimisation: every run, full fine-tuning
-ART_LARGEST_PARAMS = 30.6e9  # the largest model Art trained at lr 1e-6: Qwen3-30B-A3B-*-2507, 30.53B total as counted by facts.py (rounded up so that model itself keeps 1e-6)
+ART_LARGEST_PARAMS = 30.6e9  # the largest model Art trained at lr 1e-6: Qwen3-30B-A3B-*-2507, 30.53B total as counted by paramcount.py (rounded up so that model itself keeps 1e-6)
 ART_DEFAULT_ROLLOUT_LIMIT = 8192  # Art advice: L_R = L_T ~ 8k by default
 ART_THINKING_ROLLOUT_LIMIT = 16384  # Art: Qwen3-4B-Thinking-2507 trained at 16k/16k (thinking models: raise both)
 ART_INSTRUCT_TARGET_FRAC = 0.75  # Art: Qwen3-4B-Instruct-2507 L_T/L_R = 6k/8k ("L_T a bit below L_R")
@@ -151,54 +156,60 @@ def _typed(cfg: Any) -> tuple[TrainSettings, CurateSettings, SftSettings, EvalSe
     return sections["train"], sections["curate"], sections["sft"], sections["eval"], given
 
 
-def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg: Any) -> dict[str, Any]:
-    """Every per-size value the recipe left ``null``, derived by the rules above and the
-    capacity model (capacity.py).
+def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg: Any) -> DerivedSettings:
+    """Every per-size value the recipe left ``None``, derived by the rules above and the capacity
+    model (capacity.py).
 
-    ``method_cfg``: the size's settings (``recipe.SizeSettings`` or a plain dict with ``train``,
+    ``method_cfg``: the size's settings (``records.SizeSettings`` or a plain dict with ``train``,
     ``curate``, ``sft``, ``eval``, ``resources``); values it sets are kept, ``None`` is derived.
     Values the recipe set that do not go together (LoRA with ZeRO-3, a mini-batch that does not
-    divide the batch) are refused by ``plan._check``, not here.
-    Returns plain data::
-
-        {"train": {...}, "curate": {...},                 # only the derived keys
-         "resources": {"curate"|"sft"|"train"|"eval": {Resources fields}},
-         "estimates": {"train_hours", "train_gpu_hours", "eval_hours": {benchmark: h}, ...},
-         "provenance": {"train.learning_rate": "rule:lr_by_size", ...},
-         "reasons": {"train.finetune": "one line why", ...}}
+    match the batch) are refused by ``plan._check``, not here. Returns a ``records.DerivedSettings``:
+    the train and curate settings filled in, the resources of each stage, the estimates, and the
+    rule and reason of every derived key.
     """
     facts = resolve_facts(facts) if facts.params_total is None else facts
-    train, c, sft, ev, given = _typed(method_cfg)
+    train, curate, sft, ev, given = _typed(method_cfg)
     t = dataclasses.replace(train, reward=dataclasses.replace(train.reward))
+    c = dataclasses.replace(curate)
     prov: dict[str, str] = {}
     reasons: dict[str, str] = {}
-    out: dict[str, Any] = {"train": {}, "curate": {}, "resources": {}, "estimates": {}}
+    resources: dict[str, Resources] = {}
+    est: dict[str, Any] = {}
+    sections = {"train": t, "curate": c}
 
     def put(section: str, key: str, value: Any, rule: str, why: str = "") -> None:
-        node = out[section]
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value.value if hasattr(value, "value") else value
+        *parents, leaf = key.split(".")
+        node = sections[section]
+        for part in parents:
+            node = getattr(node, part)
+        tp = unwrap_optional(type_hints(type(node))[leaf])
+        setattr(node, leaf, tp(value) if isinstance(tp, type) and issubclass(tp, enum.Enum) else value)
         prov[f"{section}.{key}"] = f"rule:{rule}"
         if why:
             reasons[f"{section}.{key}"] = why
 
+    def place(stage: str, derived: dict[str, int], rule: str, why: str) -> None:
+        """Derived resources merged with the recipe's resources.<stage> values (given values win)."""
+        mine = given[stage]
+        for key in derived:
+            if mine.get(key) is None:
+                prov[f"resources.{stage}.{key}"] = f"rule:{rule}"
+        reasons[f"resources.{stage}"] = why
+        resources[stage] = Resources(**{k: v if mine.get(k) is None else mine[k] for k, v in derived.items()})
+
     if t.rollout_limit is None:
-        t.rollout_limit = rollout_limit(facts, enable_thinking=t.enable_thinking, max_prompt_length=t.max_prompt_length)
-        put("train", "rollout_limit", t.rollout_limit, "rollout_limit",
+        put("train", "rollout_limit", rollout_limit(facts, enable_thinking=t.enable_thinking,
+                                                    max_prompt_length=t.max_prompt_length), "rollout_limit",
             f"thinking={facts.thinking}: Art advises 8k by default, 16k for thinking-only models")
     if t.reward.target_length is None:
-        t.reward.target_length = target_length(facts, enable_thinking=t.enable_thinking, limit=t.rollout_limit)
-        why = "L_T = L_R (Art)" if t.reward.target_length == t.rollout_limit else "non-thinking: L_T = 0.75 x L_R (Art 6k/8k)"
-        put("train", "reward.target_length", t.reward.target_length, "target_length", why)
+        lt = target_length(facts, enable_thinking=t.enable_thinking, limit=t.rollout_limit)
+        why = "L_T = L_R (Art)" if lt == t.rollout_limit else "non-thinking: L_T = 0.75 x L_R (Art 6k/8k)"
+        put("train", "reward.target_length", lt, "target_length", why)
     if t.prompts_per_step is None:
-        t.prompts_per_step = prompts_per_step(facts)
-        put("train", "prompts_per_step", t.prompts_per_step, "prompts_per_step",
+        put("train", "prompts_per_step", prompts_per_step(facts), "prompts_per_step",
             f"{facts.params_total / 1e9:.1f}B total params: Art used 128 below 3B, 32 from 4B")
     if t.mini_batch_prompts is None:
-        t.mini_batch_prompts = mini_batch(t.prompts_per_step, t.off_policy_staleness)
-        put("train", "mini_batch_prompts", t.mini_batch_prompts, "mini_batch",
+        put("train", "mini_batch_prompts", mini_batch(t.prompts_per_step, t.off_policy_staleness), "mini_batch",
             f"prompts_per_step / off_policy_staleness {t.off_policy_staleness}")
 
     rt = given["train"]
@@ -207,7 +218,6 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
              "gpus": _fixed_gpus(rt, profile)}
     lay = train_layout(facts, profile, t, fixed)
     if t.finetune is None:
-        t.finetune = lay.finetune
         put("train", "finetune", lay.finetune, "finetune", lay.reason)
     if t.zero_stage is None:
         put("train", "zero_stage", lay.zero_stage, "zero_stage", lay.reason)
@@ -219,11 +229,11 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
         put("train", "learning_rate", lr_by_size(facts, t.finetune), "lr_by_size",
             "Art: 1e-6 for full fine-tuning up to 30.5B" + (" x10 for LoRA" if t.finetune is Finetune.lora else ""))
     limit = time_limit_min(lay.hours, profile)
-    res = job_resources(profile, gpus=lay.gpus, tensor_parallel=lay.rollout_tp, timeout_min=limit)
-    _resources(out, prov, reasons, "train", res, rt, "train_layout", lay.reason)
-    est = out["estimates"]
+    place("train", job_resources(profile, gpus=lay.gpus, tensor_parallel=lay.rollout_tp, timeout_min=limit),
+          "train_layout", lay.reason)
+    warnings: dict[str, str] = {}
     if not profile.requeue:
-        _warn_if_over(est, "train", lay.hours, profile, "the profile does not requeue: lower train.max_steps or "
+        _warn_if_over(warnings, "train", lay.hours, profile, "the profile does not requeue: lower train.max_steps or "
                       "use a larger profile")
     est.update(train_hours=lay.hours, train_gpu_hours=lay.hours * max(lay.gpus, 0),
                train_mem_per_gpu_gb=lay.mem_per_gpu_gb, train_requeues=max(0, math.ceil(lay.hours * 60 / limit) - 1))
@@ -241,15 +251,14 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
                                           data_parallel=given["eval"].get("data_parallel"))
         for b, n in problems.items():
             est["eval_hours"][b] = hours * n / heaviest
-        _warn_if_over(est, "eval", hours, profile, "set eval.max_problems, lower eval.budgets or use a larger profile")
-        res = job_resources(profile, gpus=tp * dp, tensor_parallel=tp, data_parallel=dp,
-                            timeout_min=time_limit_min(hours, profile))
+        _warn_if_over(warnings, "eval", hours, profile, "set eval.max_problems, lower eval.budgets or use a larger profile")
         why = (f"TP {tp} holds the weights + {EVAL_MIN_SEQS} sequences of {max_budget} tokens in "
                f"{VLLM_SERVER_MEM_FRAC:.0%} of a GPU; {dp} replica(s) keep the largest benchmark "
                f"({heaviest} problems x {ev.samples_per_problem}) within the time limit")
         if profile.gpus_per_node <= 0:
             why = f"CPU profile: one local process with the node's {profile.cpus_per_node} cores; est. {hours:.2f} h"
-        _resources(out, prov, reasons, "eval", res, given["eval"], "eval_layout", why)
+        place("eval", job_resources(profile, gpus=tp * dp, tensor_parallel=tp, data_parallel=dp,
+                                    timeout_min=time_limit_min(hours, profile)), "eval_layout", why)
 
     # ---- curation: pass rate of the model over train.dataset
     if c.max_tokens is None:
@@ -262,11 +271,10 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
                                           tensor_parallel=given["curate"].get("tensor_parallel"),
                                           data_parallel=given["curate"].get("data_parallel"))
         est["curate_hours"] = hours
-        _warn_if_over(est, "curate", hours, profile, "set curate.max_prompts or use a larger profile")
-        res = job_resources(profile, gpus=tp * dp, tensor_parallel=tp, data_parallel=dp,
-                            timeout_min=time_limit_min(hours, profile))
-        _resources(out, prov, reasons, "curate", res, given["curate"], "curate_layout",
-                   f"{rows} prompts x {c.samples} samples; TP {tp} x {dp} replicas")
+        _warn_if_over(warnings, "curate", hours, profile, "set curate.max_prompts or use a larger profile")
+        place("curate", job_resources(profile, gpus=tp * dp, tensor_parallel=tp, data_parallel=dp,
+                                      timeout_min=time_limit_min(hours, profile)), "curate_layout",
+              f"{rows} prompts x {c.samples} samples; TP {tp} x {dp} replicas")
 
     # ---- SFT
     if sft.enabled:
@@ -277,8 +285,7 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
         g, z, hours, why = sft_layout(facts, profile, sft, tokens, gpus=fixed_gpus, lora_rank=t.lora_rank,
                                       lora_targets=list(t.lora_targets))
         est["sft_hours"] = hours
-        res = job_resources(profile, gpus=g, timeout_min=time_limit_min(hours, profile))
-        _resources(out, prov, reasons, "sft", res, gs, "sft_layout", why)
+        place("sft", job_resources(profile, gpus=g, timeout_min=time_limit_min(hours, profile)), "sft_layout", why)
 
     if profile.gpus_per_node <= 0:  # CPU: a small job's time is mostly its start (imports, model load)
         start_h = CPU_JOB_STARTUP_S / 3600
@@ -286,16 +293,15 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
             if key in est:
                 est[key] += start_h
         est["eval_hours"] = {b: h + start_h for b, h in est["eval_hours"].items()}  # one process per benchmark
-    out["provenance"] = prov
-    out["reasons"] = reasons
-    return out
+    return DerivedSettings(train=t, curate=c, resources=resources, estimates=Estimates(**est, warnings=warnings),
+                           provenance=prov, reasons=reasons)
 
 
-def _warn_if_over(est: dict[str, Any], stage: str, hours: float, profile: ClusterProfile, fix: str) -> None:
+def _warn_if_over(warnings: dict[str, str], stage: str, hours: float, profile: ClusterProfile, fix: str) -> None:
     """A job that cannot requeue (curation, evaluation) and whose padded estimate exceeds the
     partition's time limit gets a warning in the plan (it would be killed and rerun by resume)."""
     if hours * 60 * TIME_SAFETY + STARTUP_MIN > profile.max_time_min:
-        est.setdefault("warnings", {})[stage] = (
+        warnings[stage] = (
             f"{stage}: estimated {hours:.1f} h (x{TIME_SAFETY} safety) exceeds the {profile.max_time_min / 60:.0f} h "
             f"limit of profile {profile.name}; {fix}")
 
@@ -312,17 +318,3 @@ def _fixed_gpus(given: dict[str, Any], profile: ClusterProfile) -> int | None:
 def _problems(benchmark: str, cap: int | None) -> int:
     n = BENCHMARK_PROBLEMS.get(benchmark, DEFAULT_BENCHMARK_PROBLEMS)
     return min(n, cap) if cap else n
-
-
-def _resources(out: dict, prov: dict, reasons: dict, stage: str, derived: dict[str, int], given: dict[str, Any],
-               rule: str, why: str) -> None:
-    """Merge derived resources with the recipe's per-stage overrides (given values win)."""
-    res = {}
-    for key, value in derived.items():
-        mine = given.get(key)
-        res[key] = mine if mine is not None else value
-        if mine is None:
-            prov[f"resources.{stage}.{key}"] = f"rule:{rule}"
-    reasons[f"resources.{stage}"] = why
-    out["resources"][stage] = res
-

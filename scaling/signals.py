@@ -168,7 +168,7 @@ def _nanmean(v: np.ndarray) -> float:
     return float(v.mean()) if v.size else math.nan
 
 
-def _columns(signals: Any) -> dict[str, np.ndarray]:
+def signal_columns(signals: Any) -> dict[str, np.ndarray]:
     """A TrainSignal Arrow table -> numpy columns."""
     out = {}
     for name in signals.column_names:
@@ -181,7 +181,7 @@ def split_phases(signals: Any, **kw: Any) -> list[PhaseSplit]:
     """One PhaseSplit per training run (run_id) of a TrainSignal table, ordered as they come."""
     if signals.num_rows == 0:
         return []
-    c = _columns(signals)
+    c = signal_columns(signals)
     out = []
     for run_id in dict.fromkeys(c["run_id"].tolist()):
         m = c["run_id"] == run_id
@@ -199,7 +199,7 @@ def _tail_stats(signals: Any) -> dict[str, dict[str, float]]:
     """Per size: means over the last quarter of logged steps (reward density, lengths)."""
     if signals is None or signals.num_rows == 0:
         return {}
-    c = _columns(signals)
+    c = signal_columns(signals)
     out: dict[str, dict[str, float]] = {}
     for size in dict.fromkeys(c["size"].tolist()):
         m = np.flatnonzero(c["size"] == size)

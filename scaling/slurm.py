@@ -1,33 +1,31 @@
 """Slurm (and submitit's local executor) behind the launcher's ``Executor`` protocol.
 
-This is THE ONLY module that imports submitit. It holds:
+This is THE ONLY module that imports submitit, and the one that runs Slurm's commands; the pure
+half (``executor_params``: JobSpec -> submitit parameters, ``afterok`` strings, parsers of
+Slurm's answers) is ``slurmformat.py``'s. It holds:
 
-* ``executor_params(job, profile)``: pure renaming of a ``JobSpec`` + ``ClusterProfile`` into
-  submitit ``AutoExecutor`` parameters (pinned by ``tests/golden/slurm/*.json``);
 * ``sbatch_script(params, ...)``: the exact sbatch text submitit will write (dry-run, preflight);
-* ``SubmititExecutor``: submits through ``AutoExecutor(cluster="slurm")`` with ``afterok``
-  dependencies and job arrays (``executor.batch()``, concurrency cap), or through submitit's
-  ``LocalExecutor`` (the launcher then runs jobs in dependency order itself);
 * ``CheckpointableBody``: the training body (``supervise.SupervisedBody``, which supervises the
   workers on the node) made a ``submitit.helpers.Checkpointable``: on timeout/preemption the
   workers save a checkpoint and exit, then submitit requeues the job, which resumes from it;
 * ``preflight``: every distinct resource shape against the live cluster (``sinfo``,
   ``sbatch --test-only``); every problem is collected and reported at once;
+  ``cluster_available()``: whether a Slurm cluster is configured here (``auto`` picks it);
 * job states without accounting: ``squeue`` for live jobs, then ``sacct`` if it works (quietly),
   then submitit's result files. Users never see sacct's "accounting disabled" noise.
-* ``jobs_named``: the ids of jobs of one name (``squeue``/``sacct``), to settle a submission
-  left in doubt (``status.reconcile``).
+  ``jobs_named``: the ids of jobs of one name, to settle a submission left in doubt;
+* ``SubmititExecutor(kind, profile)``: ``SlurmSubmitit`` (``AutoExecutor(cluster="slurm")``,
+  ``afterok`` dependencies, job arrays with a concurrency cap) or ``LocalSubmitit`` (submitit's
+  ``LocalExecutor``; the launcher then runs jobs in dependency order itself).
 
 Secrets (HF_TOKEN, WANDB_API_KEY, ...) reach jobs through the submission environment
 (sbatch exports the caller's environment); they are never written into scripts or pickles.
 """
-
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import pickle
 import re
 import shutil
 import signal
@@ -39,12 +37,15 @@ from typing import Any
 
 import submitit
 import submitit.helpers
+from submitit.core.utils import JobPaths, pickle_load
 from submitit.slurm import slurm as _submitit_slurm
 
 from .errors import LaunchError
 from .records import ClusterProfile, JobSpec
+from .slurmformat import (SACCT_STATES, SQUEUE_PENDING, SQUEUE_RUNNING, dependency_string, executor_params,
+                          parse_elapsed_s, parse_gres_gpus, parse_time_min, sbatch_lines, secrets_in)
 from .studydir import pid_alive
-from .supervise import SECRET_ENV_VARS, SIGNAL_DELAY_CHECKPOINT_S, JobBody, SupervisedBody
+from .supervise import JobBody, SupervisedBody
 
 
 def _quiet_submitit() -> None:
@@ -52,64 +53,13 @@ def _quiet_submitit() -> None:
     for our users because we never ask submitit for states. Job logs keep submitit's INFO lines."""
     logging.getLogger("submitit").setLevel(logging.ERROR)
 
-# Seconds between Slurm's warning signal and the kill. Checkpointable (training) jobs get more
-# time so the largest sizes can write a ZeRO-3 checkpoint (supervise.SIGNAL_DELAY_CHECKPOINT_S);
-# other jobs keep submitit's default of 90 s.
-SIGNAL_DELAY_DEFAULT_S = 90
-# sbatch options added to every job: a dependent job whose dependency failed is removed
-# instead of pending forever ("DependencyNeverSatisfied"); `scaling resume` resubmits it.
-_COMMON_SBATCH = {"kill-on-invalid-dep": "yes"}
 
-_SQUEUE_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD",
-                   "SPECIAL_EXIT", "RESIZING"}
-_SQUEUE_RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED"}
-_SACCT_STATES = {
-    "COMPLETED": "succeeded", "FAILED": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
-    "BOOT_FAIL": "failed", "DEADLINE": "timeout", "TIMEOUT": "timeout", "CANCELLED": "cancelled",
-    "PREEMPTED": "pending", "REVOKED": "cancelled",
-}
-
-
-# ------------------------------------------------------------------------ pure params
-def executor_params(job: JobSpec, profile: ClusterProfile) -> dict[str, Any]:
-    """JobSpec resources + cluster facts -> submitit AutoExecutor parameters (pure).
-
-    Generic names (``timeout_min``, ``mem_gb``, ``nodes``, ...) are submitit's; cluster facts
-    become ``slurm_*`` parameters. Only set values appear, so the golden files stay readable.
-    """
-    r = job.resources
-    params: dict[str, Any] = {
-        "name": job.name,
-        "nodes": int(r.nodes),
-        "tasks_per_node": int(r.tasks_per_node),
-        "cpus_per_task": int(r.cpus_per_task),
-        "mem_gb": int(r.mem_gb),
-        "timeout_min": int(r.timeout_min),
-    }
-    if r.gpus_per_node > 0:  # CPU-only jobs ask for no GPU gres at all
-        params["gpus_per_node"] = int(r.gpus_per_node)
-    for key in ("partition", "account", "qos", "constraint"):
-        value = getattr(profile, key)
-        if value:
-            params[f"slurm_{key}"] = str(value)
-    if profile.setup:
-        params["slurm_setup"] = [str(line) for line in profile.setup]
-    params["slurm_signal_delay_s"] = SIGNAL_DELAY_CHECKPOINT_S if job.checkpointable else SIGNAL_DELAY_DEFAULT_S
-    if job.array:
-        params["slurm_array_parallelism"] = int(min(len(job.array), max(1, profile.array_parallelism)))
-    additional: dict[str, Any] = dict(_COMMON_SBATCH)
-    if job.checkpointable and profile.requeue:
-        additional["requeue"] = True
-    additional.update({str(k): v for k, v in profile.extra.items()})
-    if getattr(profile, "export", None):  # a named list instead of the whole environment (docs/launching.md)
-        names = [str(n) for n in profile.export]
-        if names != ["ALL"] and "SUBMITIT_EXECUTOR" not in names:  # srun inherits the list; submitit's
-            names.append("SUBMITIT_EXECUTOR")  # job side needs this one (set by its sbatch script)
-        additional["export"] = ",".join(names)
-    params["slurm_additional_parameters"] = dict(sorted(additional.items()))
-    return params
-
-
+# ------------------------------------------------------------------------- sbatch text
+# submitit has no public way to render the sbatch file it will write (it writes it only when it
+# submits), so the dry run and preflight call the two module-level helpers of submitit.slurm.slurm
+# its SlurmExecutor uses itself: ``_convert_mem`` (mem_gb -> --mem) and ``_make_sbatch_string``.
+# Using them, not a copy, keeps what --dry-run shows and preflight tests identical to what a
+# submission writes; tests/unit/test_slurm.py fails if a submitit upgrade renames them.
 def _slurm_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     """AutoExecutor parameters -> submitit SlurmExecutor (``_make_sbatch_string``) arguments."""
     out: dict[str, Any] = {}
@@ -137,16 +87,6 @@ def sbatch_script(params: dict[str, Any], *, folder: str | Path = "<study>/<size
     if map_count:
         kwargs["map_count"] = map_count
     return _submitit_slurm._make_sbatch_string(command=command, folder=folder, **kwargs)
-
-
-def sbatch_lines(script: str) -> list[str]:
-    return [line for line in script.splitlines() if line.startswith("#SBATCH")]
-
-
-def dependency_string(after_ids: list[str]) -> str | None:
-    """``afterok:<id>:<id>``; array task ids are reduced to the array's id (waits for all tasks)."""
-    ids = sorted({re.sub(r"^(\d+)_\d+$", r"\1", str(i)) for i in after_ids})
-    return "afterok:" + ":".join(ids) if ids else None
 
 
 # --------------------------------------------------------------------- job wrappers
@@ -178,36 +118,6 @@ def _run(cmd: list[str], timeout_s: float = 30.0) -> subprocess.CompletedProcess
         return subprocess.CompletedProcess(cmd, 127, "", str(err))
 
 
-def _parse_gres_gpus(gres: str) -> int:
-    """``gpu:8``, ``gpu:h100:8(S:0-1)``, ``gpu:a100:4,shard:8`` -> number of GPUs per node."""
-    total = 0
-    for part in gres.split(","):
-        part = re.sub(r"\(.*?\)", "", part.strip())
-        bits = part.split(":")
-        if bits and bits[0] == "gpu" and len(bits) >= 2 and bits[-1].isdigit():
-            total += int(bits[-1])
-    return total
-
-
-def _parse_time_min(text: str) -> int | None:
-    """Slurm time limits (``infinite``, ``1-00:00:00``, ``30:00``, ``60``) -> minutes."""
-    text = text.strip()
-    if not text or text.upper() in ("INFINITE", "UNLIMITED", "N/A"):
-        return None
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 3:
-        h, m, s = parts
-    elif len(parts) == 2:
-        h, m, s = 0, parts[0], parts[1]
-    else:
-        h, m, s = 0, parts[0], 0
-    return days * 1440 + h * 60 + m + (1 if s else 0)
-
-
 def partitions() -> dict[str, dict[str, Any]]:
     """Partitions seen by ``sinfo``: name -> {gpus, cpus, mem_gb, nodes, time_min, default}."""
     res = _run(["sinfo", "-h", "-o", "%P|%G|%c|%m|%D|%l"])
@@ -224,11 +134,11 @@ def partitions() -> dict[str, dict[str, Any]]:
         name = name.rstrip("*")
         cur = out.setdefault(name, {"gpus": 0, "cpus": 0, "mem_gb": 0.0, "nodes": 0, "time_min": None,
                                     "default": default})
-        cur["gpus"] = max(cur["gpus"], _parse_gres_gpus(gres))
+        cur["gpus"] = max(cur["gpus"], parse_gres_gpus(gres))
         cur["cpus"] = max(cur["cpus"], int(re.sub(r"\D", "", cpus) or 0))
         cur["mem_gb"] = max(cur["mem_gb"], int(re.sub(r"\D", "", mem) or 0) / 1024)
         cur["nodes"] += int(re.sub(r"\D", "", nodes) or 0)
-        cur["time_min"] = _parse_time_min(limit)
+        cur["time_min"] = parse_time_min(limit)
     return out
 
 
@@ -303,7 +213,7 @@ def cluster_available() -> bool:
     """True when ``sbatch`` is on PATH and a cluster is configured: ``SLURM_CONF`` set, a
     slurm.conf in a standard place, or (configless sites) ``sinfo`` answering within 10 s.
     A machine with the client packages but no cluster (a laptop, this CI VM before
-    start_cluster.sh) is not a cluster: ``auto`` then runs locally."""
+    slurm/ci/start_cluster.sh) is not a cluster: ``auto`` then runs locally."""
     if shutil.which("sbatch") is None:
         return False
     if os.environ.get("SLURM_CONF") or any(Path(p).exists() for p in _SLURM_CONF_PATHS):
@@ -328,25 +238,19 @@ def jobs_named(name: str, since_ts: float) -> list[str] | None:
 
 # --------------------------------------------------------------------------- states
 def _result_state(folder: Path, job_id: str) -> str | None:
-    """Outcome from submitit's result pickle of task 0: succeeded | failed | None (none yet)."""
-    path = folder / f"{job_id}_0_result.pkl"
+    """Outcome from submitit's result pickle of task 0: succeeded | failed | None (none yet).
+
+    Read directly: submitit's public ``Job(folder, job_id).result()`` asks sacct first (noise where
+    accounting is off) and waits for the file. The pickle holds ``(outcome, value)`` with outcome
+    ``"success"`` or ``"error"``, as ``submitit.core.core.Job`` reads it."""
+    path = JobPaths(folder, job_id, 0).result_pickle
     if not path.exists():
         return None
     try:
-        with open(path, "rb") as fh:
-            outcome = pickle.load(fh)[0]
+        outcome = pickle_load(path)[0]
     except Exception:  # a torn or foreign pickle only means: outcome unknown
         return "ended"
     return "succeeded" if outcome == "success" else "failed"
-
-
-def _parse_elapsed_s(text: str) -> float | None:
-    t = _parse_time_min(text) if text else None
-    if t is None:
-        return None
-    bits = text.strip().split("-")[-1].split(":")
-    seconds = int(bits[-1]) if len(bits) >= 2 else 0
-    return float((t - (1 if seconds else 0)) * 60 + seconds)
 
 
 def slurm_states(job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict[str, Any]]:
@@ -363,11 +267,11 @@ def slurm_states(job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict
         for line in res.stdout.splitlines():
             bits = line.strip().split("|")
             if len(bits) >= 3:
-                seen[bits[0]] = (bits[1].split()[0], _parse_elapsed_s(bits[2]))
+                seen[bits[0]] = (bits[1].split()[0], parse_elapsed_s(bits[2]))
                 reasons[bits[0]] = bits[3].strip() if len(bits) > 3 and bits[3].strip() not in ("None", "") else ""
     # squeue exits 1 with "Invalid job id" when every id has left slurmctld's memory: not an error
     squeue_ok = res.returncode == 0 or "Invalid job id" in (res.stderr or "")
-    ended = [j for j in job_ids if j not in seen or seen[j][0] not in _SQUEUE_PENDING | _SQUEUE_RUNNING]
+    ended = [j for j in job_ids if j not in seen or seen[j][0] not in SQUEUE_PENDING | SQUEUE_RUNNING]
     acct: dict[str, str] = {}
     gone = [j for j in ended if j not in seen]
     if gone and squeue_ok:  # accounting, when the cluster has it; silently nothing otherwise
@@ -380,7 +284,7 @@ def slurm_states(job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict
     for j in job_ids:
         if j in seen and j not in ended:
             st, el = seen[j]
-            pending = st in _SQUEUE_PENDING
+            pending = st in SQUEUE_PENDING
             out[j] = {"state": "pending" if pending else "running", "elapsed_s": el,
                       "detail": (reasons.get(j) or st.lower()) if pending else ""}
             continue
@@ -392,8 +296,8 @@ def slurm_states(job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict
         from_result = _result_state(folder, j) if folder else None
         if from_result and not (from_result == "failed" and terminal in ("TIMEOUT", "CANCELLED")):
             out[j] = {"state": from_result}
-        elif terminal in _SACCT_STATES:
-            out[j] = {"state": _SACCT_STATES[terminal], "detail": terminal.lower()}
+        elif terminal in SACCT_STATES:
+            out[j] = {"state": SACCT_STATES[terminal], "detail": terminal.lower()}
         else:
             out[j] = {"state": "ended", "detail": "left the queue without a result (killed or cancelled)"}
     return out
@@ -401,53 +305,31 @@ def slurm_states(job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict
 
 # ------------------------------------------------------------------------ executors
 class SubmititExecutor:
-    """The launcher's Executor over submitit: ``kind="slurm"`` (AutoExecutor, cluster=slurm) or
-    ``kind="local"`` (submitit LocalExecutor; no dependencies: the launcher orders jobs)."""
+    """The launcher's Executor over submitit. ``SubmititExecutor(kind, profile)`` makes the class of
+    ``kind``: ``slurm`` -> ``SlurmSubmitit``, ``local`` -> ``LocalSubmitit``."""
+
+    name = ""
+    handles_dependencies = False
+
+    def __new__(cls, kind: str, profile: ClusterProfile) -> SubmititExecutor:
+        if cls is SubmititExecutor:
+            if kind not in _KINDS:
+                raise LaunchError(f"unknown executor {kind!r}; use slurm, local or debug")
+            cls = _KINDS[kind]
+        return super().__new__(cls)
 
     def __init__(self, kind: str, profile: ClusterProfile):
-        if kind not in ("slurm", "local"):
-            raise LaunchError(f"unknown executor {kind!r}; use slurm, local or debug")
-        if kind == "slurm":
-            missing = [c for c in ("sbatch", "squeue", "srun") if shutil.which(c) is None]
-            if missing:
-                raise LaunchError(f"--executor slurm: {', '.join(missing)} not found on PATH; run on a Slurm login "
-                                  "node or use --executor local")
         _quiet_submitit()
-        self.name = kind
         self.profile = profile
-        self.handles_dependencies = kind == "slurm"
-        self._jobs: dict[str, Any] = {}  # local: job id -> submitit LocalJob (owns the Popen)
-
-    # -- what would be submitted
-    def describe(self, job: JobSpec, *, items: list[str], after: list[str], folder: Path) -> dict[str, Any]:
-        params = executor_params(job, self.profile)
-        if self.name == "local":
-            return {"executor": "local", "timeout_min": params["timeout_min"],
-                    "gpus_per_node": params.get("gpus_per_node", 0), "items": list(items)}
-        script = sbatch_script(params, folder=folder, map_count=len(items) if items else None,
-                               dependency=dependency_string(after) if after else None)
-        return {"executor": "slurm", "params": params, "sbatch": sbatch_lines(script)}
 
     def preflight(self, jobs: list[JobSpec]) -> list[str]:
-        if self.name != "slurm":
-            return []
-        return preflight(jobs, self.profile)
+        return []
 
-    # -- submission
     def _executor(self, job: JobSpec, folder: Path, after: list[str]) -> Any:
-        params = executor_params(job, self.profile)
-        if self.name == "slurm":
-            ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-            dep = dependency_string(after)
-            if dep:
-                params["slurm_dependency"] = dep
-            ex.update_parameters(**params)
-            return ex
-        ex = submitit.AutoExecutor(folder=folder, cluster="local")
-        local = {"name": params["name"], "timeout_min": params["timeout_min"],
-                 "gpus_per_node": params.get("gpus_per_node", 0)}
-        ex.update_parameters(**local, tasks_per_node=1)
-        return ex
+        raise NotImplementedError
+
+    def _submitted(self, ids: list[str], jobs: list[Any]) -> None:
+        """What a kind keeps of the jobs it just submitted (nothing by default)."""
 
     def submit(self, job: JobSpec, bodies: list[JobBody], *, folder: Path, after: list[str]) -> list[str]:
         """Submit one job (one body) or one array (several bodies); returns their ids in order."""
@@ -464,22 +346,88 @@ class SubmititExecutor:
             msg = " ".join(str(err).split())
             raise LaunchError(f"{job.run_id}: submission failed: {msg}") from None
         ids = [str(j.job_id) for j in jobs]
-        if self.name == "local":
-            for i, j in zip(ids, jobs):
-                self._jobs[i] = j
+        self._submitted(ids, jobs)
         return ids
 
-    # -- lifecycle
+
+class SlurmSubmitit(SubmititExecutor):
+    """``AutoExecutor(cluster="slurm")``: the scheduler holds dependents (``afterok``) until their
+    dependencies succeed; arrays are one submission."""
+
+    name = "slurm"
+    handles_dependencies = True
+
+    def __init__(self, kind: str, profile: ClusterProfile):
+        missing = [c for c in ("sbatch", "squeue", "srun") if shutil.which(c) is None]
+        if missing:
+            raise LaunchError(f"--executor slurm: {', '.join(missing)} not found on PATH; run on a Slurm login "
+                              "node or use --executor local")
+        super().__init__(kind, profile)
+
+    def describe(self, job: JobSpec, *, items: list[str], after: list[str], folder: Path) -> dict[str, Any]:
+        params = executor_params(job, self.profile)
+        script = sbatch_script(params, folder=folder, map_count=len(items) if items else None,
+                               dependency=dependency_string(after) if after else None)
+        return {"executor": "slurm", "params": params, "sbatch": sbatch_lines(script)}
+
+    def preflight(self, jobs: list[JobSpec]) -> list[str]:
+        return preflight(jobs, self.profile)
+
+    def _executor(self, job: JobSpec, folder: Path, after: list[str]) -> Any:
+        params = executor_params(job, self.profile)
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        dep = dependency_string(after)
+        if dep:
+            params["slurm_dependency"] = dep
+        ex.update_parameters(**params)
+        return ex
+
     def states(self, job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict[str, Any]]:
-        if self.name == "slurm":
-            return slurm_states(job_ids, folders)
+        return slurm_states(job_ids, folders)
+
+    def cancel(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        res = _run(["scancel", *sorted(set(job_ids))])
+        if res.returncode != 0:
+            raise LaunchError(f"scancel failed: {' '.join(res.stderr.split())}")
+
+
+class LocalSubmitit(SubmititExecutor):
+    """submitit's ``LocalExecutor``: each job a subprocess of this machine (its id is the pid); no
+    dependencies, so the launcher orders and drives the jobs."""
+
+    name = "local"
+    handles_dependencies = False
+
+    def __init__(self, kind: str, profile: ClusterProfile):
+        super().__init__(kind, profile)
+        self._jobs: dict[str, Any] = {}  # job id -> submitit LocalJob (owns the Popen)
+
+    def describe(self, job: JobSpec, *, items: list[str], after: list[str], folder: Path) -> dict[str, Any]:
+        params = executor_params(job, self.profile)
+        return {"executor": "local", "timeout_min": params["timeout_min"],
+                "gpus_per_node": params.get("gpus_per_node", 0), "items": list(items)}
+
+    def _executor(self, job: JobSpec, folder: Path, after: list[str]) -> Any:
+        params = executor_params(job, self.profile)
+        ex = submitit.AutoExecutor(folder=folder, cluster="local")
+        local = {"name": params["name"], "timeout_min": params["timeout_min"],
+                 "gpus_per_node": params.get("gpus_per_node", 0)}
+        ex.update_parameters(**local, tasks_per_node=1)
+        return ex
+
+    def _submitted(self, ids: list[str], jobs: list[Any]) -> None:
+        for i, j in zip(ids, jobs):
+            self._jobs[i] = j
+
+    def states(self, job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for j in job_ids:
             held = self._jobs.get(j)
-            proc = getattr(held, "_process", None) if held is not None else None
-            if proc is not None:
-                alive = proc.poll() is None
-            else:
+            if held is not None:  # LocalJob.done() polls the Popen submitit started (no watcher, no sacct)
+                alive = not held.done()
+            else:  # submitted by another process: the id is the pid
                 alive = j.isdigit() and pid_alive(int(j))
             if alive:
                 out[j] = {"state": "running"}
@@ -489,28 +437,13 @@ class SubmititExecutor:
         return out
 
     def cancel(self, job_ids: list[str]) -> None:
-        if not job_ids:
-            return
-        if self.name == "slurm":
-            res = _run(["scancel", *sorted(set(job_ids))])
-            if res.returncode != 0:
-                raise LaunchError(f"scancel failed: {' '.join(res.stderr.split())}")
-            return
         for j in job_ids:
             if j.isdigit():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(j), signal.SIGTERM)
 
 
-def secrets_in(text: str, env: dict[str, str] | None = None) -> list[str]:
-    """Names of secret environment variables whose value (or an assignment) appears in ``text``."""
-    env = os.environ if env is None else env
-    found = []
-    for name in SECRET_ENV_VARS:
-        value = env.get(name)
-        if (value and len(value) >= 6 and value in text) or re.search(rf"\b{name}\s*=\s*\S", text):
-            found.append(name)
-    return found
+_KINDS: dict[str, type[SubmititExecutor]] = {"slurm": SlurmSubmitit, "local": LocalSubmitit}
 
 
 def script_secret_problems(jobs: list[JobSpec], profile: ClusterProfile) -> list[str]:

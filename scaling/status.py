@@ -2,7 +2,7 @@
 
     scaling status tiny-ladder [--watch] [--wide]
 
-A run is *done* only when its directory has a ``DONE`` marker (``studydir.mark_done``); the
+A run is *done* only when its directory has a ``DONE`` marker (``durable.mark_done``); the
 scheduler's view of its ids (``Executor.states``) says the rest: pending, running, failed, ...
 
 * ``refresh_states(sdir, manifest, ex)``: run_id -> {state, detail, elapsed_s, items_done};
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import durable
 from . import studydir as sd
 from .errors import LaunchError
 from .executors import Executor, executor_for
@@ -72,10 +73,10 @@ def refresh_states(sdir: Path, manifest: dict[str, Any], ex: Executor | None) ->
         items = entry.get("items") or []
         rd = sd.run_dir(sdir, run_id)
         if items:
-            done_items = [it for it in items if sd.is_done(sd.item_dir(rd, it))]
+            done_items = [it for it in items if durable.is_done(sd.item_dir(rd, it))]
             pending_items = [it for it in items if it not in done_items]
         else:
-            done_items, pending_items = ([], []) if not sd.is_done(rd) else (["-"], [])
+            done_items, pending_items = ([], []) if not durable.is_done(rd) else (["-"], [])
         info: dict[str, Any] = {"items_done": len(done_items) if items else None, "detail": "", "elapsed_s": None}
         if (items and not pending_items) or (not items and done_items):
             info["state"] = "done"
@@ -137,10 +138,10 @@ def clean_stale_tmp(sdir: Path, manifest: dict[str, Any], states: dict[str, dict
     """Remove temporary files a SIGKILL left inside ``atomic_path``: in the study directory when
     older than 10 min (its writers finish in milliseconds), and in every run directory whose run
     is not live (no job can be writing there). Run under the study lock."""
-    sd.clean_stale_tmp(sdir, older_than_s=600.0)
+    durable.clean_stale_tmp(sdir, older_than_s=600.0)
     for run_id, info in states.items():
         if info.get("state") not in LIVE and info.get("state") != "unknown" and run_id in manifest["runs"]:
-            sd.clean_stale_tmp(sd.run_dir(sdir, run_id), older_than_s=60.0, recursive=True)
+            durable.clean_stale_tmp(sd.run_dir(sdir, run_id), older_than_s=60.0, recursive=True)
 
 
 def reconcile(sdir: Path, ex: Executor | None) -> dict[str, Any]:
@@ -236,7 +237,7 @@ def store_states(sdir: Path, states: dict[str, dict[str, Any]]) -> None:
 def record_ids(sdir: Path, ex: Executor | None, run_id: str, array: bool, items: list[str], ids: list[str],
                *, how: str = "submitted") -> None:
     """Write submitted (or adopted) ids into the manifest and clear the submission intent."""
-    now = sd._now()
+    now = durable.utc_now()
     starts = {}
     if ex is not None and getattr(ex, "name", "") == "local":  # local ids are pids: keep their start times
         starts = {j: sd.pid_start_time(int(j)) for j in ids if str(j).isdigit()}
@@ -354,7 +355,7 @@ def _status_rows(sdir: Path, manifest: dict[str, Any], states: dict[str, dict[st
             if st not in LIVE:  # ended: the last write of its logs (or DONE) is when it stopped
                 rd = sd.run_dir(sdir, run_id)
                 marks = [p.stat().st_mtime for p in _folder(sdir, e).glob("*_log.*")] if _folder(sdir, e).exists() else []
-                marks += [p.stat().st_mtime for p in rd.rglob(sd.DONE)]
+                marks += [p.stat().st_mtime for p in rd.rglob(durable.DONE)]
                 end = max(marks) if marks else now
             elapsed = max(0.0, end - float(e["submitted_ts"]))
         rows.append({"run": run_id, "job_id": str(e.get("job_id") or "-"), "state": st, "state_text": st_text,

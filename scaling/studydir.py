@@ -1,4 +1,4 @@
-"""Layout of ``runs/<study>/``, atomic writes, the lock, the manifest, DONE markers, safe names.
+"""Layout of ``runs/<study>/``, safe names, the lock, the manifest, the study and run files.
 
     runs/<study>/
       study.yaml        resolved recipe (every value) + provenance + code version
@@ -11,141 +11,41 @@
         records.parquet | signals.parquet | model/ | checkpoints/
         DONE            written last: row counts + content hash
 
-Every write of results goes to a temporary file in the same directory, is fsync'ed, and is
-renamed over the target (``os.replace``), so a crash leaves either the old file or the new one.
-Readers trust only directories with a ``DONE`` marker (``is_done``); ``resume`` reruns exactly
-the runs whose directories lack one.
+Every file here is written atomically and a run counts as finished only with its ``DONE``
+marker: both are ``durable.py``'s, where every job and the analysis import them from.
 
-This module imports the standard library only (yaml/pyarrow lazily, inside the helpers).
+This module imports the standard library only (yaml lazily, inside ``write_run_yaml``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import fcntl
-import hashlib
 import json
 import os
 import re
+import shlex
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import LaunchError, StorageError, storage_error
+from .durable import LOGS, atomic_write_json, atomic_write_text, ensure_dir, is_done, utc_now
+from .errors import LaunchError, storage_error
+from .records import to_dict
 
-DONE = "DONE"
 LOCK = ".lock"
 MANIFEST = "manifest.json"
 STUDY_YAML = "study.yaml"
 PLAN_JSON = "plan.json"
 RUN_YAML = "run.yaml"
-LOGS = "logs"
 
 MANIFEST_VERSION = 1
 MAX_NAME = 64  # study names: a directory and part of every scheduler job name (recipe.MAX_STUDY_NAME)
 _NAME_RE = re.compile(r"^[a-z0-9_-]+$")
-# Files above this size are hashed by (size, first and last _SAMPLE_BYTES): reading a 60 GB
-# checkpoint end to end only to fingerprint it would cost minutes per job (labelled default).
-_FULL_HASH_MAX_BYTES = 256 * 1024**2
-_SAMPLE_BYTES = 8 * 1024**2
 # A lock held by another host is considered stale after this long: launch/resume/cancel hold the
 # lock only while they submit (seconds), never while waiting (labelled default).
 _STALE_LOCK_S = 3600.0
-
-
-# ------------------------------------------------------------------------- atomic writes
-def ensure_dir(path: str | os.PathLike[str]) -> Path:
-    """``mkdir -p`` that fails as one line (StorageError naming the path and the fix): a file
-    where a directory should be, a read-only or full disk, a name too long, no permission."""
-    d = Path(path)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except StorageError:
-        raise
-    except OSError as err:
-        raise storage_error(err, d, "cannot create the directory") from None
-    return d
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``.
-
-    Any OSError of the write (full or read-only disk, a directory named like the target, ...)
-    removes the temporary file, leaves the target as it was, and is raised as a one-line
-    ``StorageError`` (an OSError too) naming the target."""
-    target = Path(path)
-    if os.path.isdir(target):  # (os.path.isdir answers False on ENAMETOOLONG; Path.is_dir raises)
-        raise StorageError(f"{target}: is a directory; give a file name")
-    ensure_dir(target.parent)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-    except OSError as err:
-        raise storage_error(err, target) from None
-    tmp_path = Path(tmp)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        if isinstance(err, OSError) and not isinstance(err, StorageError):
-            raise storage_error(err, target) from None
-        raise
-
-
-def clean_stale_tmp(d: str | os.PathLike[str], *, older_than_s: float = 3600.0, recursive: bool = False) -> int:
-    """Remove ``.<name>.*.tmp`` files left by a process killed inside ``atomic_path`` (SIGKILL
-    skips its cleanup). Only files older than ``older_than_s`` (labelled default: 1 h, far
-    longer than any single write) go, so a live writer's temporary file is never touched.
-    Returns how many were removed."""
-    d = Path(d)
-    now = time.time()
-    n = 0
-    try:
-        paths = d.rglob(".*.tmp") if recursive else d.glob(".*.tmp")
-        for p in paths:
-            with contextlib.suppress(OSError):
-                if p.is_file() and now - p.stat().st_mtime > older_than_s:
-                    p.unlink()
-                    n += 1
-    except OSError:
-        return n
-    return n
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_table(path: str | os.PathLike[str], table) -> None:  # pyarrow.Table
-    """Write a pyarrow Table as Parquet atomically (schema metadata preserved)."""
-    import pyarrow.parquet as pq
-
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # ----------------------------------------------------------------------------- names
@@ -198,106 +98,6 @@ def item_dir(job_dir: str | os.PathLike[str], item: str) -> Path:
     if not re.match(r"^[A-Za-z0-9_.-]+$", item) or item in (".", ".."):
         raise LaunchError(f"array item {item!r} is not a safe directory name; rename it in the recipe")
     return Path(job_dir) / item
-
-
-# ---------------------------------------------------------------------------- DONE
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        if size <= _FULL_HASH_MAX_BYTES:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        else:
-            h.update(f"sampled:{size}:".encode())
-            h.update(fh.read(_SAMPLE_BYTES))
-            fh.seek(size - _SAMPLE_BYTES)
-            h.update(fh.read(_SAMPLE_BYTES))
-    return h.hexdigest()
-
-
-def _output_files(d: Path) -> list[Path]:
-    """Files that make up a job's outputs: everything except DONE, logs, checkpoints,
-    hidden/temporary files and nested directories that carry their own DONE (array items)."""
-    out: list[Path] = []
-    for root, dirs, files in os.walk(d):
-        rootp = Path(root)
-        keep = []
-        for name in sorted(dirs):
-            if name in (LOGS, "checkpoints") or name.startswith("."):
-                continue
-            if (rootp / name / DONE).exists():
-                continue
-            keep.append(name)
-        dirs[:] = keep
-        for name in sorted(files):
-            if name == DONE or name.startswith(".") or name.endswith(".tmp"):
-                continue
-            out.append(rootp / name)
-    return out
-
-
-def content_hash(d: str | os.PathLike[str]) -> str:
-    """sha256 over (relative path, size, file digest) of a job's output files."""
-    d = Path(d)
-    h = hashlib.sha256()
-    for f in _output_files(d):
-        rel = f.relative_to(d).as_posix()
-        h.update(f"{rel}\0{f.stat().st_size}\0{_file_digest(f)}\n".encode())
-    return h.hexdigest()
-
-
-def _parquet_rows(d: Path) -> dict[str, int]:
-    rows: dict[str, int] = {}
-    files = [f for f in _output_files(d) if f.suffix == ".parquet"]
-    if not files:
-        return rows
-    import pyarrow.parquet as pq
-
-    for f in files:
-        rows[f.relative_to(d).as_posix()] = int(pq.ParquetFile(f).metadata.num_rows)
-    return rows
-
-
-def mark_done(d: str | os.PathLike[str], info: dict[str, Any] | None = None) -> Path:
-    """Write ``d/DONE`` LAST, after every output of the job is in place.
-
-    DONE is JSON: ``time`` (UTC), ``rows`` (row count per Parquet file, read from the footers),
-    ``files`` (number of output files), ``content_hash`` (see ``content_hash``) and whatever the
-    job passes in ``info`` (e.g. steps, problems). Its presence is the only thing collect and
-    resume trust.
-    """
-    d = Path(d)
-    if not d.is_dir():
-        raise LaunchError(f"{d}: cannot mark done, the directory does not exist")
-    record: dict[str, Any] = {
-        "time": _now(),
-        "host": socket.gethostname(),
-        "rows": _parquet_rows(d),
-        "files": len(_output_files(d)),
-        "content_hash": content_hash(d),
-    }
-    for k, v in (info or {}).items():  # the job's own counts come first; time and hash stay ours
-        if k not in ("time", "content_hash"):
-            record[k] = v
-    path = d / DONE
-    atomic_write_json(path, record)
-    return path
-
-
-def is_done(d: str | os.PathLike[str]) -> bool:
-    """True when ``d/DONE`` exists and is a readable DONE record."""
-    return read_done(d) is not None
-
-
-def read_done(d: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The DONE record of ``d``, or None when absent or unreadable (a torn write never counts)."""
-    path = Path(d) / DONE
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "time" in data else None
 
 
 # ------------------------------------------------------------------------------ lock
@@ -362,7 +162,7 @@ def study_lock(sdir: str | os.PathLike[str], command: str) -> Iterator[Path]:
     sdir = ensure_dir(sdir)
     path = sdir / LOCK
     record = {"pid": os.getpid(), "pid_start": pid_start_time(os.getpid()), "host": socket.gethostname(),
-              "command": command, "since": time.time(), "time": _now()}
+              "command": command, "since": time.time(), "time": utc_now()}
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -424,7 +224,7 @@ def writer_lock(run_directory: str | os.PathLike[str], item: str | None = None) 
                               "stops without touching it (`scaling status` shows the live one)") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}"
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}"
                  f"{' (job ' + os.environ['SLURM_JOB_ID'] + ')' if os.environ.get('SLURM_JOB_ID') else ''}\n")
         fh.flush()
         try:
@@ -481,8 +281,8 @@ def _check_manifest_shape(data: Any, path: Path) -> None:
 
 
 def new_manifest(study: str, executor: str) -> dict[str, Any]:
-    return {"version": MANIFEST_VERSION, "study": study, "executor": executor, "created": _now(),
-            "updated": _now(), "runs": {}}
+    return {"version": MANIFEST_VERSION, "study": study, "executor": executor, "created": utc_now(),
+            "updated": utc_now(), "runs": {}}
 
 
 def update_manifest(sdir: str | os.PathLike[str], fn: Callable[[dict[str, Any]], None],
@@ -506,7 +306,7 @@ def update_manifest(sdir: str | os.PathLike[str], fn: Callable[[dict[str, Any]],
                     raise LaunchError(f"{sdir}: no {MANIFEST}; this study was never launched (run `scaling launch`)")
                 data = create
             fn(data)
-            data["updated"] = _now()
+            data["updated"] = utc_now()
             atomic_write_json(sdir / MANIFEST, data)
         finally:
             fcntl.flock(lk.fileno(), fcntl.LOCK_UN)
@@ -540,8 +340,6 @@ def write_run_yaml(sdir: str | os.PathLike[str], run: Any) -> Path:
     """``<study>/<size>/<stage>/run.yaml`` from a RunSpec (``records.to_dict`` as YAML)."""
     import yaml
 
-    from .records import to_dict
-
     path = run_dir(sdir, run.run_id) / RUN_YAML
     atomic_write_text(path, yaml.safe_dump(to_dict(run), sort_keys=False))
     return path
@@ -558,8 +356,6 @@ def run_is_done(sdir: str | os.PathLike[str], run_id: str, items: list[str] | No
 def study_ref(sdir: Path) -> str:
     """How a printed hint names a study so that it runs as printed: the bare name when the study
     lives in ./runs (every command's default), else the name with ``--runs-dir``."""
-    import shlex
-
     default = Path("runs").resolve() / sdir.name
     try:
         if Path(sdir).resolve() == default:

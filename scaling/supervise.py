@@ -30,13 +30,14 @@ from typing import Any
 
 from . import studydir as sd
 from .errors import LaunchError
-from .records import RunSpec, from_dict
+from .records import RunSpec, VllmMode, from_dict
 
 # Tokens pass to jobs through the environment only; launch refuses to write them anywhere.
 SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
 # Seconds between Slurm's warning signal and the kill for checkpointable (training) jobs: time for
-# the largest sizes to write a ZeRO-3 checkpoint (labelled default, not from a paper). slurm.py
-# passes it as ``--signal``; the workers get all of it but 30 s (``SupervisedBody.grace_s``).
+# the largest sizes to write a ZeRO-3 checkpoint (labelled default, not from a paper).
+# slurmformat.executor_params passes it as ``--signal``; the workers get all of it but 30 s
+# (``SupervisedBody.grace_s``).
 SIGNAL_DELAY_CHECKPOINT_S = 300
 
 
@@ -85,7 +86,7 @@ class SupervisedBody(JobBody):
     Runs the worker (``jobs.multinode.worker_command``: ``accelerate launch`` on each node for
     multi-GPU runs, else one Python process) in its own process group. When Slurm's warning
     signal arrives (time limit or preemption), every node forwards SIGUSR1 to its workers, which
-    save a checkpoint at the end of the step and exit (jobs/train.py ``StopOnSignal``); rank 0
+    save a checkpoint at the end of the step and exit (jobs/trainer_hooks.py ``StopOnSignal``); rank 0
     then waits for them (``stop_workers``), and the scheduler requeues the job, which resumes from
     ``job_dir/checkpoints/checkpoint-*``.
     """
@@ -100,7 +101,7 @@ class SupervisedBody(JobBody):
         run = from_dict(RunSpec, yaml.safe_load(Path(self.run_yaml).read_text()))
         job_dir = Path(self.run_yaml).parent
         model_path = None
-        if run.train is not None and str(getattr(run.train.vllm_mode, "value", run.train.vllm_mode)) == "server":
+        if run.train is not None and run.train.vllm_mode == VllmMode.server:
             from .jobs.models import resolve_model
 
             model_path = resolve_model(run, job_dir.parents[1])
@@ -122,7 +123,7 @@ class SupervisedBody(JobBody):
                     server = subprocess.Popen(cmd, env=env, start_new_session=True,
                                               preexec_fn=ignore(sig, signal.SIGUSR1))
                 else:  # the launcher ignores SIGUSR1 (torchrun has no handler for it: it would die);
-                    # the training workers install their own handler (jobs/train.py StopOnSignal)
+                    # the training workers install their own handler (jobs/trainer_hooks.py StopOnSignal)
                     proc = subprocess.Popen(cmd, env=env, start_new_session=True,
                                             preexec_fn=ignore(sig, signal.SIGUSR1))
             if proc is None:

@@ -35,6 +35,7 @@ import urllib.parse
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from .durable import atomic_write_text
 from .errors import RecipeError
 
 TASK_SCHEME = "task://"
@@ -244,8 +245,6 @@ def task_uri(split: str, n: int, cfg: TaskConfig = TaskConfig()) -> str:
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
     """Write rows as JSON lines atomically (a crash leaves no half file)."""
-    from .studydir import atomic_write_text
-
     target = Path(path)
     atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return target

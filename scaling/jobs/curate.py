@@ -22,19 +22,23 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
+from ..durable import atomic_write_text, mark_done
 from ..errors import JobError
+from ..grade import grade_many
 from ..records import RunSpec
+from . import generate  # generate.make_generator looked up at call time (tests replace it)
+from .common import job_main, read_run, start_job
+from .data import build_prompt, load_problems, repair_jsonl
+from .models import resolve_model
+from .sampling import sample_seed
 
 CHUNK_PROMPTS = 64  # prompts per generate() call between progress writes (resume granularity)
 
 
 def load_curate_run(run_yaml: str | os.PathLike[str]) -> RunSpec:
-    from .common import read_run
-
     return read_run(run_yaml, needs=("curate", "train"), why="a curate job needs both (train.dataset, rollout_limit)")
 
 
@@ -83,23 +87,12 @@ def _read_scores(path: Path) -> dict[str, dict[str, Any]]:
 
 def main(run_yaml: str) -> None:
     """Score, filter, write; resumable and idempotent."""
-    from ..grade import grade_many
-    from ..studydir import atomic_write_text, is_done, mark_done
-    from .data import build_prompt, load_problems, repair_jsonl
-    from .generate import make_generator, sample_seed
-    from .models import resolve_model
-
-    job_dir = Path(run_yaml).resolve().parent
-    study_dir = job_dir.parents[1]
-    if is_done(job_dir):
-        print(f"[curate] {job_dir} is already done")
+    job = start_job(run_yaml, load_curate_run, tag="curate")
+    if job is None:
         return
-    run = load_curate_run(run_yaml)
+    run, job_dir, study_dir = job.run, job.job_dir, job.study_dir
     c, t = run.curate, run.train
     assert c is not None and t is not None
-    from .distributed import limit_cpu_threads
-
-    limit_cpu_threads(run)
     k = int(c.samples)
     if k < 1 or not (0.0 <= c.min_pass_rate < c.max_pass_rate <= 1.0):
         raise JobError(
@@ -120,7 +113,7 @@ def main(run_yaml: str) -> None:
     thinking = t.enable_thinking and run.model.thinking != "none"
     if todo:
         backend = run.eval.backend if run.eval is not None else "auto"
-        gen = make_generator(
+        gen = generate.make_generator(
             backend,
             resolve_model(run, study_dir),
             seed=run.seed,
@@ -187,12 +180,4 @@ def main(run_yaml: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m scaling.jobs.curate RUN_YAML")
-    from ..errors import ScalingError
-
-    try:
-        main(sys.argv[1])
-    except ScalingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+    job_main(main, "usage: python -m scaling.jobs.curate RUN_YAML")

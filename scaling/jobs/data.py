@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import JobError
 from ..records import DatasetSpec
+from ..task import is_task_uri, load_task
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -28,8 +29,6 @@ def _load_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
     source = spec.source
     if not source:
         raise JobError("dataset.source is empty; set it to a hub id, a .jsonl/.parquet path or a task:// URI")
-    from ..task import is_task_uri, load_task
-
     if is_task_uri(source):
         return load_task(source)
     path = Path(source).expanduser()

@@ -26,8 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..durable import atomic_write_text
 from ..errors import JobError
 from ..records import RunSpec, VllmMode
+from .common import read_run
 
 # Sparse MoE block class per config.json model_type (the unit ZeRO-3 must gather whole).
 MOE_BLOCKS = {
@@ -140,8 +142,6 @@ def write_accelerate_config(run: RunSpec, path: str | Path) -> Path:
     """Write the accelerate YAML (and its DeepSpeed JSON when ZeRO is on) atomically; returns path."""
     import yaml
 
-    from ..studydir import atomic_write_text
-
     if run.train is None:
         raise JobError(f"{run.run_id}: an accelerate config is only written for train runs")
     path = Path(path)
@@ -156,25 +156,7 @@ def write_accelerate_config(run: RunSpec, path: str | Path) -> Path:
     return path
 
 
-def limit_cpu_threads(run: RunSpec) -> int:
-    """CPU jobs (``resources.gpus_per_node == 0``) use ``resources.cpus_per_task`` threads, so
-    that the local launcher can run several at once on one machine without oversubscribing it
-    (rule:cpu_jobs in scaling/capacity.py). GPU jobs are left alone. Returns the thread count set
-    (0 = unchanged). Call before the first heavy torch operation of a job."""
-    r = run.resources
-    if r.gpus_per_node > 0 or r.cpus_per_task < 1:
-        return 0
-    import torch
-
-    if torch.cuda.is_available():
-        return 0
-    torch.set_num_threads(int(r.cpus_per_task))
-    return int(r.cpus_per_task)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from .common import read_run
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print("usage: python -m scaling.jobs.distributed RUN_YAML OUT.yaml", file=sys.stderr)

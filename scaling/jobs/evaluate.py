@@ -36,7 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..benchmarks import format_choice_problem, gold_answer, load_benchmark, to_dataset_spec
+from ..durable import atomic_write_table, atomic_write_text, is_done, mark_done, read_done
 from ..errors import JobError
+from ..grade import grade_many
+from ..records import SCHEMA_VERSION, EvalProtocol, EvalRecord, RunSpec, arrow_schema, to_dict, to_table
+from .common import job_main, read_run, start_job
+from .data import build_prompt, load_problems
+from .generate import make_generator
+from .interventions import ANSWER_CUE, make_intervention_config, thinking_open_after
+from .models import resolve_model
+from .sampling import count_thinking_tokens, sample_seed, slice_budgets
 
 __all__ = ["main", "evaluate_benchmark", "load_run", "PROGRESS_DIR"]
 
@@ -45,30 +55,25 @@ PROGRESS_DIR = ".progress"  # hidden: not part of the job's outputs (DONE's hash
 
 def load_run(run_yaml: str | Path) -> Any:
     """The RunSpec in ``run.yaml`` (jobs/common.read_run)."""
-    from .common import read_run
-
     return read_run(run_yaml)
+
+
+def _load_eval_run(run_yaml: str | Path) -> RunSpec:
+    run = load_run(run_yaml)
+    if run.eval is None:
+        raise JobError(f"{run_yaml}: stage eval needs an eval: section")
+    return run
 
 
 def main(run_yaml: str, item: str | None = None) -> dict[str, Any]:
     """Entry point (``scaling.jobs.evaluate:main``): evaluate benchmark ``item`` of the run."""
-    from ..studydir import is_done, read_done
-    from .models import resolve_model
-
-    run = load_run(run_yaml)
-    if run.eval is None:
-        raise JobError(f"{run_yaml}: stage eval needs an eval: section")
-    from .distributed import limit_cpu_threads
-
-    limit_cpu_threads(run)
+    job = start_job(run_yaml, _load_eval_run, tag=None)  # DONE is checked per benchmark, below
+    assert job is not None
+    run, job_dir, study_dir = job.run, job.job_dir, job.study_dir
     if item is None:
         if len(run.eval.benchmarks) != 1:
             raise JobError(f"{run_yaml}: name the benchmark to run (one of {', '.join(run.eval.benchmarks)})")
         item = run.eval.benchmarks[0]
-    job_dir = Path(run_yaml).resolve().parent
-    study_dir = job_dir.parents[1]
-    from ..benchmarks import load_benchmark
-
     spec = load_benchmark(item)
     # a registered name is its own directory; a path or task:// URI uses the spec's safe name
     out_dir = job_dir / (item if re.fullmatch(r"[A-Za-z0-9_-]+", item) else spec.name)
@@ -104,19 +109,13 @@ def evaluate_benchmark(
     built with the run's intervention. Problems are generated in resumable chunks of
     ``chunk_problems`` (default ``eval.chunk_requests // samples_per_problem``): one generate
     call per chunk, so vLLM keeps its batch full within a chunk and a requeue loses at most one."""
-    from ..benchmarks import format_choice_problem, gold_answer, to_dataset_spec
-    from ..studydir import mark_done
-    from .data import build_prompt, load_problems
-    from .generate import make_generator, sample_seed
-    from .interventions import make_intervention_config
-
     settings = run.eval
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     budgets = sorted(int(b) for b in settings.budgets)
     if not budgets or len(set(budgets)) != len(budgets) or budgets[0] <= 0:
         raise JobError(f"eval.budgets must be distinct positive token counts, got {settings.budgets}")
-    protocol = getattr(settings.protocol, "value", settings.protocol)
+    protocol = EvalProtocol(settings.protocol).value
     t0 = time.monotonic()
 
     if generator is None:
@@ -203,10 +202,6 @@ class _Context:
 
 def _evaluate_chunk(ctx: _Context, chunk: list[_Problem]) -> tuple[list[dict], list[dict]]:
     """Generate once at the largest budget, then derive every budget's rows."""
-    from ..grade import grade_many
-    from .generate import count_thinking_tokens, slice_budgets
-    from .interventions import thinking_open_after
-
     s, run, tok = ctx.settings, ctx.run, ctx.tokenizer
     k = int(s.samples_per_problem)
     think_end = run.model.think_end
@@ -290,10 +285,6 @@ def _force_answers(ctx: _Context, chunk: list[_Problem], out: list, think_end_id
     The close text is ``\\n</think>`` + ``interventions.ANSWER_CUE`` when thinking is still open
     at B, else nothing (the answer simply continues). Returns {(i, j, B): (graded text, extra
     decoded tokens, Grade)}."""
-    from ..grade import grade_many
-    from .generate import sample_seed
-    from .interventions import ANSWER_CUE
-
     s, tok = ctx.settings, ctx.tokenizer
     think_end = ctx.run.model.think_end
     close_ids = tok.encode("\n" + think_end + ANSWER_CUE, add_special_tokens=False)
@@ -345,8 +336,6 @@ _TEXT_COLUMNS = ("problem_id", "sample", "budget_tokens", "text")
 def _texts_table(texts: list[dict]) -> Any:
     import pyarrow as pa
 
-    from ..records import SCHEMA_VERSION
-
     schema = pa.schema(
         [("problem_id", pa.string()), ("sample", pa.int64()), ("budget_tokens", pa.int64()), ("text", pa.large_string())],
         metadata={"schema_version": SCHEMA_VERSION, "record": "EvalText"},
@@ -355,18 +344,12 @@ def _texts_table(texts: list[dict]) -> Any:
 
 
 def _write_shard(progress: Path, idx: int, records: list[dict], texts: list[dict]) -> None:
-    from ..records import EvalRecord, to_table
-    from ..studydir import atomic_write_table
-
     atomic_write_table(progress / f"texts-{idx:05d}.parquet", _texts_table(texts))
     atomic_write_table(progress / f"part-{idx:05d}.parquet", to_table(records, EvalRecord))  # last: marks the chunk
 
 
 def _check_progress_plan(progress: Path, ids: list[str], chunk: int, budgets: list[int], settings: Any, seed: int) -> None:
     """Shards from an earlier attempt are reused only if they were cut the same way."""
-    from ..records import to_dict
-    from ..studydir import atomic_write_text
-
     plan = json.dumps(
         {"ids": ids, "chunk": chunk, "budgets": budgets, "seed": seed, "eval": to_dict(settings)}, sort_keys=True, default=str
     )
@@ -381,9 +364,6 @@ def _check_progress_plan(progress: Path, ids: list[str], chunk: int, budgets: li
 def _finalize(out_dir: Path, progress: Path, n_chunks: int) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from ..records import EvalRecord, arrow_schema
-    from ..studydir import atomic_write_table
 
     parts = [pq.read_table(progress / f"part-{i:05d}.parquet") for i in range(n_chunks)]
     texts = [pq.read_table(progress / f"texts-{i:05d}.parquet") for i in range(n_chunks)]
@@ -424,13 +404,4 @@ class _progress_bar:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
-        print(__doc__.splitlines()[2].strip(), file=sys.stderr)
-        sys.exit(2)
-    from ..errors import ScalingError
-
-    try:
-        main(*sys.argv[1:])
-    except ScalingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    job_main(main, __doc__.splitlines()[2].strip(), max_args=2, usage_exit=2)

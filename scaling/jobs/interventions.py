@@ -35,6 +35,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ..errors import JobError
+from ..records import Intervention
+
 __all__ = [
     "InterventionConfig",
     "Action",
@@ -188,9 +191,7 @@ def make_intervention_config(settings: Any, tokenizer: Any, *, think_end: str = 
     """From ``records.EvalSettings`` and a tokenizer; None when the intervention is ``none``.
 
     Raises ``JobError`` when the tokenizer has no single token for ``think_end``."""
-    from ..errors import JobError
-
-    mode = getattr(settings.intervention, "value", settings.intervention)
+    mode = Intervention(settings.intervention).value
     if mode == "none":
         return None
     end_id = _single_token_id(tokenizer, think_end)

@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import JobError
 from ..records import RunSpec
 from ..studydir import study_ref
+from .tiny import build_model
 
 TINY_SCHEME = "tiny://"
 TINY_INIT_SEED = 0
@@ -39,8 +40,6 @@ def tiny_cache_dir(study_dir: str | Path, size: str) -> Path:
 
 def _build_tiny_atomically(run: RunSpec, target: Path) -> None:
     """Build into a sibling temporary directory and rename it into place (first one wins)."""
-    from .tiny import build_model
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:

@@ -24,6 +24,7 @@ and training uses the remaining GPUs of every node (``worker_processes``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import JobError
+from ..records import VllmMode
+from .distributed import write_accelerate_config
 
 BASE_PORT = 29500
 VLLM_PORT = 8000  # trl vllm-serve's default port (GRPOConfig.vllm_server_port default)
@@ -131,8 +134,7 @@ def _visible_gpus(env: Mapping[str, str], gpus: int) -> list[str]:
 
 
 def _server_mode(run: Any) -> bool:
-    mode = getattr(getattr(run, "train", None), "vllm_mode", None)
-    return str(getattr(mode, "value", mode) or "") == "server"
+    return getattr(getattr(run, "train", None), "vllm_mode", None) == VllmMode.server  # a str-enum: "server" too
 
 
 def vllm_server_command(run: Any, model_path: str, port: int = VLLM_PORT) -> list[str]:
@@ -164,8 +166,6 @@ def worker_processes(run: Any, env: Mapping[str, str], job_dir: str | Path, *, e
     if nodes * gpus <= 1 or module != TRAIN_MODULE:
         code = "import sys; from scaling.supervise import run_entry; run_entry(sys.argv[1], sys.argv[2], None)"
         return [("worker", [sys.executable, "-u", "-c", code, entry, run_yaml], {})]
-    from .distributed import write_accelerate_config
-
     config = job_dir / "accelerate.yaml"
     write_accelerate_config(run, str(config))
     out: list[tuple[str, list[str], dict[str, str]]] = []
@@ -192,8 +192,6 @@ def worker_processes(run: Any, env: Mapping[str, str], job_dir: str | Path, *, e
 
 
 def _with_gpus(run: Any, gpus: int) -> Any:
-    import dataclasses
-
     return dataclasses.replace(run, resources=dataclasses.replace(run.resources, gpus_per_node=gpus))
 
 

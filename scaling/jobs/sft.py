@@ -21,21 +21,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..durable import mark_done
 from ..errors import JobError
-from ..records import RunSpec
+from ..records import Finetune, RunSpec
+from .common import job_main, read_run, start_job
+from .data import build_prompt, load_problems
+from .models import resolve_model
+from .train_config import world_size
+from .trainer_hooks import newest_checkpoint, save_final_model, trainer_callbacks
 
 
 def load_sft_run(run_yaml: str | os.PathLike[str]) -> RunSpec:
-    from .common import read_run
-
     return read_run(run_yaml, needs=("sft",), why="an SFT job needs sft.dataset and sft.text_column")
 
 
 def sft_dataset(run: RunSpec, tokenizer: Any) -> Any:
     """``datasets.Dataset`` of {prompt (chat-templated string), completion (trace)}."""
     import datasets
-
-    from .data import build_prompt, load_problems
 
     s = run.sft
     assert s is not None
@@ -112,8 +114,6 @@ def make_sft_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str) 
     """RunSpec -> TRL ``SFTConfig`` (global batch = sft.batch_size = per_device × accum × world)."""
     from trl import SFTConfig
 
-    from .train import world_size
-
     s = run.sft
     assert s is not None
     world = world_size(run, device)
@@ -154,18 +154,10 @@ def main(run_yaml: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
-    from ..studydir import is_done, mark_done
-    from .models import resolve_model
-    from .distributed import limit_cpu_threads
-    from .train import _callbacks, newest_checkpoint, save_final_model
-
-    job_dir = Path(run_yaml).resolve().parent
-    study_dir = job_dir.parents[1]
-    if is_done(job_dir):
-        print(f"[sft] {job_dir} is already done")
+    job = start_job(run_yaml, load_sft_run, tag="sft")
+    if job is None:
         return
-    run = load_sft_run(run_yaml)
-    limit_cpu_threads(run)
+    run, job_dir, study_dir = job.run, job.job_dir, job.study_dir
     threads = torch.get_num_threads()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_path = resolve_model(run, study_dir)
@@ -175,7 +167,7 @@ def main(run_yaml: str) -> None:
     model = AutoModelForCausalLM.from_pretrained(
         model_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32
     )
-    _, stop_cb = _callbacks(run, job_dir)
+    _, stop_cb = trainer_callbacks(run, job_dir)
     trainer = SFTTrainer(
         model=model,
         args=make_sft_config(run, job_dir, device),
@@ -192,8 +184,6 @@ def main(run_yaml: str) -> None:
     if stop_cb.received is not None:
         stop_cb.hand_over()
         return
-    from ..records import Finetune
-
     save_final_model(trainer, tokenizer, job_dir, Finetune.full)
     if trainer.is_world_process_zero():
         mark_done(job_dir, {"steps": int(trainer.state.global_step), "model": "model",
@@ -201,12 +191,4 @@ def main(run_yaml: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m scaling.jobs.sft RUN_YAML")
-    from ..errors import ScalingError
-
-    try:
-        main(sys.argv[1])
-    except ScalingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+    job_main(main, "usage: python -m scaling.jobs.sft RUN_YAML")

@@ -24,7 +24,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import RecipeError
 from ..records import ModelFacts
+from ..task import corpus
 
 # Total entries incl. special tokens; the model's vocab_size (see tiny_facts). 474 is every merge the
 # corpus allows: each pre-token of the task's text (a word, " +", a digit) is one token, so the
@@ -68,7 +70,7 @@ CHAT_TEMPLATE = (
 )
 
 # The ladder: (hidden, layers, heads, kv_heads, intermediate). head_dim = hidden // heads.
-# Parameter counts (tied embeddings, TINY_VOCAB) are filled by scaling.facts / the model itself.
+# Parameter counts (tied embeddings, TINY_VOCAB) are filled by scaling.paramcount / the model itself.
 _DENSE = {
     "0_1m": (48, 2, 4, 2, 128),
     "0_3m": (64, 4, 4, 2, 192),
@@ -85,8 +87,6 @@ def tiny_facts(size: str) -> ModelFacts:
 
     ``recipes/families/tiny/<size>.yaml`` carries the same numbers (a unit test checks that).
     """
-    from ..errors import RecipeError
-
     common: dict[str, Any] = dict(
         family="tiny",
         size=size,
@@ -124,8 +124,6 @@ def build_tokenizer(out_dir: str | Path | None = None) -> Any:
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from ..task import corpus
 
     tok = Tokenizer(models.BPE())
     # GPT-2's split, except that a number is cut into single digits (each may keep its leading

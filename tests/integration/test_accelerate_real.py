@@ -73,7 +73,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _check_done(job: Path, out: str, processes: int, kind: str = "MULTI_CPU on cpu") -> None:
-    from scaling.studydir import read_done
+    from scaling.durable import read_done
 
     assert f"[train] {processes} process(es), {kind}" in out, out[-4000:]
     done = read_done(job)

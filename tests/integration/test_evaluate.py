@@ -99,7 +99,7 @@ def run_bench(tmp: Path, generator, chatty_model_dir, bench_file, name="out", ch
 
 def test_job_writes_records_for_every_budget_from_one_generation(tmp_path, chatty_model_dir, bench_file):
     from scaling.records import SCHEMA_VERSION
-    from scaling.studydir import read_done
+    from scaling.durable import read_done
 
     run_yaml = write_run_yaml(tmp_path / "study", make_run(chatty_model_dir, bench_file))
     from scaling.jobs.evaluate import main

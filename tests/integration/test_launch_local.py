@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from scaling import launch as L  # noqa: E402
 from scaling import executors as E  # noqa: E402
 from scaling import status as ST  # noqa: E402
+from scaling import durable  # noqa: E402
 from scaling import studydir as sd  # noqa: E402
 from tests.slurm import bodies as B  # noqa: E402
 
@@ -64,4 +65,4 @@ def test_local_study_runs_reports_and_resumes_without_rerunning(runs, capsys):
     m = sd.read_manifest(sdir)
     assert m["runs"]["b/train"]["attempts"] == 1 and m["runs"]["a/train"]["attempts"] == 2
     assert all(e["state"] == "done" for e in m["runs"].values())
-    assert sd.is_done(sdir / "a" / "eval-trained" / "y")
+    assert durable.is_done(sdir / "a" / "eval-trained" / "y")

@@ -15,12 +15,15 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from scaling.collect import write_synthetic_study
 from scaling.report import report_command
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.synthetic
+from tests.synthetic import write_synthetic_study  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -108,7 +108,7 @@ def signals(job: Path) -> list[dict]:
 )
 def test_each_shaping_trains_two_steps_and_logs_signals(tmp_path, tiny_qwen3_dir, shaping, mask):
     from scaling.jobs import train
-    from scaling.studydir import read_done
+    from scaling.durable import read_done
 
     run_yaml = write_run(tmp_path, tiny_qwen3_dir, shaping=shaping, mask=mask)
     train.main(str(run_yaml))
@@ -176,7 +176,7 @@ def _finish(run_yaml: Path) -> str:
 
 
 def test_sigterm_saves_a_checkpoint_and_rerun_resumes_to_the_same_total_steps(tmp_path, tiny_qwen3_dir):
-    from scaling.studydir import read_done
+    from scaling.durable import read_done
 
     run_yaml = write_run(tmp_path, tiny_qwen3_dir, shaping="dapo_overlong", steps=8, save_steps=100)
     job = run_yaml.parent
@@ -200,7 +200,7 @@ def test_sigterm_saves_a_checkpoint_and_rerun_resumes_to_the_same_total_steps(tm
 
 
 def test_hard_kill_resumes_from_the_last_scheduled_checkpoint(tmp_path, tiny_qwen3_dir):
-    from scaling.studydir import read_done
+    from scaling.durable import read_done
 
     run_yaml = write_run(tmp_path, tiny_qwen3_dir, shaping="truncation", steps=6, save_steps=2)
     job = run_yaml.parent

@@ -47,7 +47,7 @@ def run_for(**train_kw):
 
 
 def test_paper_settings_reach_grpo_config_on_cpu(tmp_path):
-    from scaling.jobs.train import make_grpo_config
+    from scaling.jobs.train_config import make_grpo_config
 
     run = run_for(prompts_per_step=2, num_generations=4, rollout_limit=64, report_to=["tensorboard"])
     cfg = make_grpo_config(run, tmp_path, "cpu")
@@ -64,7 +64,7 @@ def test_paper_settings_reach_grpo_config_on_cpu(tmp_path):
 
 
 def test_staleness_and_loss_type_are_configurable(tmp_path):
-    from scaling.jobs.train import make_grpo_config
+    from scaling.jobs.train_config import make_grpo_config
 
     run = run_for(prompts_per_step=4, num_generations=4, off_policy_staleness=2, loss_type=LossType.grpo)
     cfg = make_grpo_config(run, tmp_path, "cpu")
@@ -74,7 +74,7 @@ def test_staleness_and_loss_type_are_configurable(tmp_path):
 
 
 def test_group_shaping_refuses_groups_split_across_processes(tmp_path, monkeypatch):
-    from scaling.jobs.train import make_grpo_config
+    from scaling.jobs.train_config import make_grpo_config
 
     monkeypatch.setenv("WORLD_SIZE", "8")
     run = run_for(prompts_per_step=4, num_generations=4, reward=RewardSpec(shaping=Shaping.kimi))

@@ -55,7 +55,7 @@ class CannedGenerator:
         self.answers = answers
 
     def generate(self, prompts, *, n, max_tokens, temperature, top_p, top_k, seed):
-        from scaling.jobs.generate import Sample
+        from scaling.jobs.sampling import Sample
 
         CannedGenerator.calls += 1
         out = []
@@ -78,7 +78,7 @@ def test_curate_keeps_the_easy_band_writes_histogram_and_resumes(tmp_path, tiny_
     from scaling.jobs import curate, data
     from scaling.jobs import generate as gen_mod
     from scaling.records import DatasetSpec as DS
-    from scaling.studydir import read_done
+    from scaling.durable import read_done
 
     source = task_uri("train", 6)
     rows = data.load_problems(DS(source=source))
@@ -124,7 +124,7 @@ def test_curate_with_the_real_generator_scores_every_prompt(tmp_path, tiny_qwen3
 
 def test_sft_trains_on_traces_and_saves_a_model(tmp_path, tiny_qwen3_dir):
     from scaling.jobs import sft
-    from scaling.studydir import read_done
+    from scaling.durable import read_done
 
     settings = SftSettings(
         enabled=True,

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaling.durable import atomic_write_text, mark_done
 from scaling.records import ClusterProfile, JobSpec, ModelFacts, Plan, Resources, RunSpec, Stage
-from scaling.studydir import atomic_write_text, mark_done
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 M = "tests.slurm.bodies"

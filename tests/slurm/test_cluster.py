@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from scaling import launch as L  # noqa: E402
 from scaling import executors as E  # noqa: E402
 from scaling import status as ST  # noqa: E402
+from scaling import durable  # noqa: E402
 from scaling import studydir as sd  # noqa: E402
 from scaling.errors import LaunchError  # noqa: E402
 from scaling.records import ClusterProfile  # noqa: E402
@@ -173,7 +174,7 @@ def test_checkpointable_job_saves_requeues_and_resumes(slurm_env):
     job_id = sd.read_manifest(sdir)["runs"]["a/train"]["job_id"]
     # what Slurm does near the time limit / on preemption: the warning signal to the job
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
-    _wait_until(lambda: sd.is_done(sdir / "a" / "train"), timeout_s=240, what="the requeued job to finish")
+    _wait_until(lambda: durable.is_done(sdir / "a" / "train"), timeout_s=240, what="the requeued job to finish")
     out = json.loads((sdir / "a" / "train" / "out.json").read_text())
     assert out["resumed_from"] == ["checkpoint-1"]
     assert (sdir / "a" / "train" / "starts").read_text() == "2"

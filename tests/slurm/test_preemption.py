@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from scaling import launch as L  # noqa: E402
+from scaling import durable  # noqa: E402
 from scaling import studydir as sd  # noqa: E402
 from scaling.records import (DatasetSpec, Finetune, JobSpec, Resources, RewardSpec, RunSpec, Shaping, Stage,
                              TrainSettings)
@@ -98,16 +99,16 @@ def test_time_limit_warning_saves_a_checkpoint_requeues_and_resumes_to_the_plann
     def requeued() -> bool:  # collects every checkpoint written before the requeue
         seen.update(_checkpoints(job))
         res = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True, text=True)
-        return res.stdout.startswith(("PENDING", "REQUEUED", "CONFIGURING")) or sd.is_done(job)
+        return res.stdout.startswith(("PENDING", "REQUEUED", "CONFIGURING")) or durable.is_done(job)
 
     _wait_until(requeued, timeout_s=240, what="the job to be signalled and requeued")
     seen.update(_checkpoints(job))
     steps_before = len(jsonl.read_text().splitlines()) if jsonl.exists() else 0
     # the next attempt gets a time limit it can finish in
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=15"], check=False)
-    _wait_until(lambda: sd.is_done(job), timeout_s=1200, what="the requeued job to finish")
+    _wait_until(lambda: durable.is_done(job), timeout_s=1200, what="the requeued job to finish")
 
-    done = sd.read_done(job)
+    done = durable.read_done(job)
     logs = "\n".join(p.read_text(errors="replace") for p in sorted((job / "logs").glob("*.out"))
                      + sorted((job / "logs").glob("*.err")) if p.is_file()) if (job / "logs").is_dir() else ""
     stops = [json.loads(line) for line in (job / "stops.jsonl").read_text().splitlines()] \

@@ -22,6 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scaling import launch as L  # noqa: E402
+from scaling import durable  # noqa: E402
 from scaling import studydir as sd  # noqa: E402
 from tests.slurm import bodies as B  # noqa: E402
 from tests.slurm.test_cluster import CI, POLL_S  # noqa: E402
@@ -84,7 +85,7 @@ class _QueueWatch:
 
 def _submissions(sdir: Path, run_id: str) -> set[str]:
     """Job ids submitit wrote a submission script for (one ``<id>_submission.sh`` per sbatch)."""
-    logs = sd.run_dir(sdir, run_id) / sd.LOGS
+    logs = sd.run_dir(sdir, run_id) / durable.LOGS
     return {p.name.split("_")[0] for p in logs.glob("*_submission.sh")}
 
 

@@ -86,7 +86,7 @@ def gpu_bf16(monkeypatch):
 
 @pytest.mark.parametrize("run", TRAIN_RUNS, ids=lambda r: r.size)
 def test_grpo_config_builds_under_accelerate_launch_env_for_every_ladder_size(run, tmp_path, monkeypatch, gpu_bf16):
-    from scaling.jobs.train import make_grpo_config
+    from scaling.jobs.train_config import make_grpo_config
 
     args, launcher, env = _accelerate_launch(run, tmp_path)
     zero = int(run.train.zero_stage or 0)
@@ -131,7 +131,7 @@ def test_deepspeed_json_passes_deepspeeds_own_config_class(run, tmp_path, monkey
     from deepspeed.runtime.config import DeepSpeedConfig
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
-    from scaling.jobs.train import make_grpo_config
+    from scaling.jobs.train_config import make_grpo_config
 
     _, _, env = _accelerate_launch(run, tmp_path)
     for key, value in env.items():

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scaling.collect import collect, resolve_study_dir, write_synthetic_study
+from scaling.collect import collect, resolve_study_dir
 from scaling.errors import RecordError
 from scaling.metrics import METRIC_COLUMNS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.synthetic
+from tests.synthetic import write_synthetic_study  # noqa: E402
 
 SIZES = {"0_6b": (0.6e9, 0.6e9), "4b": (4e9, 4e9), "30b_a3b": (30.5e9, 3.3e9)}
 
@@ -135,6 +139,6 @@ def test_collect_plan_without_params_is_an_error(study: Path) -> None:
     [("0_6b", "0.6B"), ("30b_a3b", "30B-A3B"), ("4b_instruct_2507", "4B-instruct-2507"), ("0_1m", "0.1M"), ("tiny", "tiny")],
 )
 def test_size_label_from_key(key: str, label: str) -> None:
-    from scaling.collect import size_label
+    from scaling.sizes import size_label
 
     assert size_label(key) == label

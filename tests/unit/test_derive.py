@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from scaling.cli import main
-from scaling.derive import derive_command, hub_id, model_name, size_key_and_label, write_family
+from scaling.derive import derive_command, hub_id, model_name, write_family
+from scaling.sizes import size_key_and_label
 from scaling.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,10 +229,10 @@ def test_model_names_and_hub_ids_of_cache_snapshots():
 
 
 def test_write_family_is_atomic_when_a_write_fails(tmp_path, monkeypatch):
-    import scaling.studydir as sd
+    from scaling import durable
 
     out = tmp_path / "fam"
-    real = sd.atomic_write_text
+    real = durable.atomic_write_text
     calls = []
 
     def flaky(path, text):
@@ -240,7 +241,7 @@ def test_write_family_is_atomic_when_a_write_fails(tmp_path, monkeypatch):
             raise OSError("disk full")
         real(path, text)
 
-    monkeypatch.setattr(sd, "atomic_write_text", flaky)
+    monkeypatch.setattr(durable, "atomic_write_text", flaky)
     with pytest.raises(OSError):
         write_family({"family.yaml": "model: {}\n", "8b.yaml": "include: family.yaml\n"}, out)
     assert not out.exists() and not list(tmp_path.iterdir())

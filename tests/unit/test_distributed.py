@@ -85,21 +85,21 @@ def _train_run(prompts, n, *, staleness=1, per_device=None, gpus=8, nodes=1):
 
 
 def test_on_policy_batch_layout_covers_prompts_times_generations_per_step():
-    from scaling.jobs.train import batch_layout
+    from scaling.jobs.train_config import batch_layout
 
     per_device, accum, spg = batch_layout(_train_run(128, 24), world=8)
     assert per_device * accum * 8 == 128 * 24 and spg == accum and per_device <= 24
 
 
 def test_off_policy_staleness_splits_one_rollout_batch_into_s_steps():
-    from scaling.jobs.train import batch_layout
+    from scaling.jobs.train_config import batch_layout
 
     per_device, accum, spg = batch_layout(_train_run(32, 24, staleness=4, per_device=4), world=8)
     assert (per_device, accum, spg) == (4, 6, 24)  # 768 completions / 4 steps / 8 GPUs = 24 = 4 × 6
 
 
 def test_per_device_batch_that_does_not_divide_is_a_job_error():
-    from scaling.jobs.train import batch_layout
+    from scaling.jobs.train_config import batch_layout
 
     with pytest.raises(JobError, match="divisor"):
         batch_layout(_train_run(32, 24, per_device=5), world=8)
@@ -107,7 +107,7 @@ def test_per_device_batch_that_does_not_divide_is_a_job_error():
 
 def test_cpu_jobs_limit_torch_threads_to_their_planned_cores():
     torch = pytest.importorskip("torch")
-    from scaling.jobs.distributed import limit_cpu_threads
+    from scaling.jobs.common import limit_cpu_threads
 
     before = torch.get_num_threads()
     try:

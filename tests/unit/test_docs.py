@@ -251,9 +251,9 @@ def _unwrap(tp: typing.Any) -> typing.Any:
 
 
 def key_exists(key: str) -> bool:
-    """A dotted recipe key against the schema (scaling.recipe.RecipeFile and the records
+    """A dotted recipe key against the schema (scaling.records.RecipeFile and the records
     dataclasses); `<...>` matches any field or size key."""
-    from scaling.recipe import RecipeFile
+    from scaling.records import RecipeFile
 
     parts = key.split(".")
     if parts[0] == "sizes":
@@ -292,7 +292,7 @@ def _doc_keys() -> list[tuple[str, int, str]]:
 def test_every_recipe_key_the_docs_name_exists():
     bad = [f"{where}: `{key}`" for where, _, key in _doc_keys() if not key_exists(key)]
     assert len(_doc_keys()) > 30
-    assert not bad, "recipe keys the schema (scaling/recipe.py RecipeFile, scaling/records.py) does not have:\n" + \
+    assert not bad, "recipe keys the schema (scaling/records/settings.py RecipeFile and the records it holds) does not have:\n" + \
         "\n".join(bad)
 
 

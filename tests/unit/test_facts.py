@@ -1,4 +1,5 @@
-"""Parameter counts, validation, memory estimates and config.json recognition (scaling/facts.py).
+"""Parameter counts, validation, memory estimates and config.json recognition
+(scaling/paramcount.py, scaling/facts.py).
 
 Published figures come from the model cards / papers (cited per case); configs are in
 tests/data/configs/<hub name>/config.json, copied from the public model repositories.
@@ -13,18 +14,8 @@ from pathlib import Path
 import pytest
 
 from scaling.errors import RecipeError
-from scaling.facts import (
-    GIB,
-    count_params,
-    facts_from_config,
-    kv_cache_bytes_per_token,
-    load_config,
-    load_tokenizer_config,
-    lora_params,
-    memory_gb,
-    resolve_facts,
-    thinking_facts,
-)
+from scaling.facts import facts_from_config, load_config, load_tokenizer_config, thinking_facts
+from scaling.paramcount import GIB, count_params, kv_cache_bytes_per_token, lora_params, memory_gb, resolve_facts
 from scaling.records import ModelFacts
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"

@@ -7,13 +7,19 @@ draws (not cherry-picked for tight margins), and the slow test checks the covera
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scaling.errors import FitError
-from scaling.fit import fit_trend, fit_trends, parse_size, points_from_truth, predict, trend_curve
+from scaling.fit import fit_trend, fit_trends, predict, trend_curve
 from scaling.records import SizePoint
+from scaling.sizes import parse_size
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.synthetic
+from tests.synthetic import points_from_truth, write_synthetic_study  # noqa: E402
 
 PARAMS = [0.6e9, 1.7e9, 4e9, 8e9, 14e9, 32e9]
 LIN = {"value_at_ref": 0.45, "slope_per_decade": 0.18}
@@ -155,7 +161,7 @@ def test_fit_trends_groups_points_and_reports_failures() -> None:
 
 def test_trend_recovered_from_synthetic_records(tmp_path) -> None:
     """End to end on records: accuracy = 0.3 + 0.12 log10(N / 1e9), problems resampled."""
-    from scaling.collect import collect, write_synthetic_study
+    from scaling.collect import collect
     from scaling.metrics import compute_metrics, size_points
 
     sizes = {k: (p, p) for k, p in zip(["0_5b", "1_5b", "4b", "12b", "36b"], [0.5e9, 1.5e9, 4e9, 12e9, 36e9])}

@@ -1,5 +1,5 @@
-"""jobs/generate.py pure logic, without vLLM or a model: seeds, requests, SamplingParams,
-stop handling, budget slicing."""
+"""jobs/generate.py (with jobs/sampling.py and jobs/vllm_generate.py) pure logic, without vLLM or
+a model: seeds, requests, SamplingParams, stop handling, budget slicing."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def test_vllm_engine_gets_no_logits_processor(fake_vllm):
     """vLLM's CUDA Model Runner V2 rejects V1 logits processors at start-up
     (v1/worker/gpu/sample/logits_processor/loader.py): LLM() must get none, with or without
     an intervention; interventions travel as SamplingParams only."""
-    from scaling.jobs.generate import _vllm_llm
+    from scaling.jobs.vllm_generate import _vllm_llm
 
     _vllm_llm("/m", seed=3, tensor_parallel=2, max_model_len=64, dtype="auto")
     assert _LLM.last.kwargs == dict(model="/m", tensor_parallel_size=2, seed=3, enable_prefix_caching=True,
@@ -202,7 +202,8 @@ def test_vllm_engine_gets_no_logits_processor(fake_vllm):
 def test_vllm_interventions_reach_sampling_params_as_logit_bias_and_stops(fake_vllm):
     import math
 
-    from scaling.jobs.generate import Request, _vllm_run, phase_seed
+    from scaling.jobs.sampling import Request
+    from scaling.jobs.vllm_generate import _vllm_run, phase_seed
     from scaling.jobs.interventions import InterventionConfig
 
     params = dict(max_tokens=6, temperature=0.6, top_p=0.95, top_k=20, stop_token_ids=[4])
@@ -222,7 +223,8 @@ def test_vllm_interventions_reach_sampling_params_as_logit_bias_and_stops(fake_v
 
 
 def test_vllm_budget_forcing_appends_wait_and_forces_the_end(fake_vllm):
-    from scaling.jobs.generate import Request, _vllm_run
+    from scaling.jobs.sampling import Request
+    from scaling.jobs.vllm_generate import _vllm_run
     from scaling.jobs.interventions import InterventionConfig
 
     params = dict(max_tokens=9, temperature=0.6, top_p=0.95, top_k=20, stop_token_ids=[4])

@@ -18,6 +18,7 @@ from scaling import launch as L  # noqa: E402
 from scaling import executors as E  # noqa: E402
 from scaling import status as ST  # noqa: E402
 from scaling import supervise as SV  # noqa: E402
+from scaling import durable  # noqa: E402
 from scaling import studydir as sd  # noqa: E402
 from scaling.errors import LaunchError  # noqa: E402
 from tests.slurm import bodies as B  # noqa: E402
@@ -260,7 +261,7 @@ def test_job_body_pickles_only_strings_and_calls_the_entry(tmp_path, monkeypatch
     assert b"hf_secret_value_123" not in blob
     (tmp_path / "a" / "eval").mkdir(parents=True)
     pickle.loads(blob)()
-    assert sd.is_done(tmp_path / "a" / "eval" / "x")
+    assert durable.is_done(tmp_path / "a" / "eval" / "x")
     with pytest.raises(LaunchError, match="module:function"):
         SV.run_entry("no_colon", "x")
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,6 +12,9 @@ from scaling.collect import SizeFacts
 from scaling.errors import RecordError
 from scaling.metrics import _pass_at_k, compute_metrics, size_points
 from scaling.records import EvalRecord, to_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.synthetic
+from tests.synthetic import write_synthetic_study  # noqa: E402
 
 
 def _rows(size, ckpt, budget, table):
@@ -113,7 +119,7 @@ def test_empty_records_are_an_error() -> None:
 
 
 def test_accuracy_interval_covers_planted_truth_from_synthetic_study(tmp_path) -> None:
-    from scaling.collect import collect, write_synthetic_study
+    from scaling.collect import collect
 
     # lengths far below the budget: accuracy at the budget is exactly the planted 0.4 (+/- problem noise)
     root = write_synthetic_study(tmp_path / "s", sizes={"8b": (8e9, 8e9)}, checkpoints=("base",), budgets=(32768,),

@@ -14,7 +14,10 @@ import pytest
 
 from scaling.cli import main
 from scaling.errors import RecipeError
-from scaling.recipe import family_sizes, load_method, load_profile, load_study, size_key
+from scaling.layers import family_sizes
+from scaling.profiles import load_profile
+from scaling.recipe import load_method, load_study
+from scaling.sizes import size_key
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = sorted((ROOT / "tests" / "data" / "bad_recipes").glob("*.yaml"))
@@ -189,7 +192,7 @@ def test_every_method_value_cites_its_source():
 def test_every_recipe_field_is_documented_in_docs_recipes():
     import dataclasses
 
-    from scaling.recipe import StageResources, StudySettings
+    from scaling.records import StageResources, StudySettings
     from scaling.records import (ClusterProfile, CurateSettings, DatasetSpec, EvalSettings, ModelFacts, RewardSpec,
                                  SftSettings, TrainSettings)
 
@@ -239,7 +242,8 @@ def test_size_files_agree_with_the_config_json_fixtures(name, every_qwen3_size):
 def test_fast_path_builds_exactly_what_omegaconf_builds(data):
     from omegaconf import OmegaConf
 
-    from scaling.recipe import SizeSettings, _structured
+    from scaling.records import SizeSettings
+    from scaling.validate import structured as _structured
 
     slow = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SizeSettings), data))
     assert _structured(SizeSettings, data) == slow
@@ -266,7 +270,7 @@ def _study(tmp: Path, name: str, manifest: str) -> None:
 
 
 def _synthetic(tmp: Path, bad_column: bool = False) -> None:
-    from scaling.collect import write_synthetic_study
+    from tests.synthetic import write_synthetic_study
 
     write_synthetic_study(tmp / "runs" / "syn", sizes={"0_6b": (0.6e9, 0.6e9), "1_7b": (1.7e9, 1.7e9)},
                           budgets=(2048, 8192), samples=2, problems=6, train_steps=4)
@@ -340,7 +344,7 @@ def test_file_system_and_data_misuse_is_one_line(case, tmp_path, capsys, monkeyp
 def test_report_to_names_are_the_installed_transformers_loggers():
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
-    from scaling.recipe import REPORT_TO
+    from scaling.validate import REPORT_TO
 
     assert set(REPORT_TO) == set(INTEGRATION_TO_CALLBACK) | {"none", "all"}
 
@@ -358,7 +362,7 @@ def test_a_negative_max_rows_is_refused_by_the_job_too():
 
 def test_recipe_caps_hold_at_the_limits(tmp_path):
     """Just under each cap is accepted, just over it refused (file size, nesting, node count)."""
-    from scaling.recipe import MAX_RECIPE_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
+    from scaling.yamlscan import MAX_RECIPE_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 
     head = ("include: [method/efficient_reasoning.yaml]\nstudy: {name: capped, family: qwen3, sizes: [0_6b]}\n"
             "eval: {benchmarks: [aime25]}\n")

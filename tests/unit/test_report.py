@@ -2,7 +2,7 @@
 
 Row order under --params total, headline before grouped warnings, every point named, no-trend fits
 kept out of the headline, units in points, variants fitted separately, and reference numbers with
-measured minus reference. Studies are synthetic (collect.write_synthetic_study) or built row by
+measured minus reference. Studies are synthetic (tests/synthetic.py) or built row by
 row to match a published table; the real matplotlib and jinja2 render every report.
 """
 
@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scaling.analyse import analyse, load_reference
-from scaling.collect import write_synthetic_study
 from scaling.errors import RecordError
 from scaling.report import report_command, write_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.synthetic
+from tests.synthetic import write_synthetic_study  # noqa: E402
 
 SIZES = {"0_6b": (0.6e9, 0.6e9), "1_7b": (1.7e9, 1.7e9), "30b_a3b": (30.5e9, 3.3e9), "8b": (8e9, 8e9)}
 REPO = Path(__file__).resolve().parents[2]
@@ -183,7 +186,7 @@ def _write_matching_study(root: Path) -> Path:
     import pyarrow as pa
 
     from scaling.records import EvalRecord, to_table
-    from scaling.studydir import atomic_write_table, atomic_write_text, mark_done
+    from scaling.durable import atomic_write_table, atomic_write_text, mark_done
 
     P, K = 30, 8
     runs = []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from scaling import rewards
+from scaling import reward_terms, rewards
 from scaling.records import MaskRule, RewardSpec, Shaping
 from scaling.rewards import ShapedReward
 
@@ -62,6 +62,11 @@ def call(fn, texts, lengths, prompts=None, answers=None, **kw):
 def test_doctests_of_every_formula_pass():
     res = doctest.testmod(rewards)
     assert res.attempted >= 15 and res.failed == 0
+
+
+def test_doctests_of_the_terms_the_formulas_share_pass():
+    res = doctest.testmod(reward_terms)
+    assert res.attempted >= 9 and res.failed == 0
 
 
 def test_vanilla_rewards_correct_only_and_truncated_is_zero():

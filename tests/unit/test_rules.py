@@ -9,8 +9,9 @@ import pytest
 
 from scaling import capacity, rules
 from scaling.errors import PlanError
-from scaling.facts import resolve_facts
-from scaling.recipe import load_method, load_profile, load_study
+from scaling.paramcount import resolve_facts
+from scaling.profiles import load_profile
+from scaling.recipe import load_method, load_study
 from scaling.records import ClusterProfile, Finetune, ModelFacts
 
 H100 = load_profile("h100_8x80gb")
@@ -94,25 +95,25 @@ def test_smaller_gpus_give_more_gpus_or_more_sharding_or_more_tp(facts, method):
     for k in ("0_6b", "1_7b", "4b"):
         big = rules.derive_size_settings(facts[k], H100, method)
         small = rules.derive_size_settings(facts[k], SMALL, method)
-        rb, rs = big["resources"]["train"], small["resources"]["train"]
-        more = (rs["tensor_parallel"] > rb["tensor_parallel"]
-                or small["train"]["zero_stage"] > big["train"]["zero_stage"]
-                or small["train"]["vllm_mode"] != big["train"]["vllm_mode"]
-                or rs["nodes"] > rb["nodes"] or rs["nodes"] * rs["gpus_per_node"] > rb["nodes"] * rb["gpus_per_node"])
+        rb, rs = big.resources["train"], small.resources["train"]
+        more = (rs.tensor_parallel > rb.tensor_parallel
+                or small.train.zero_stage > big.train.zero_stage
+                or small.train.vllm_mode != big.train.vllm_mode
+                or rs.nodes > rb.nodes or rs.nodes * rs.gpus_per_node > rb.nodes * rb.gpus_per_node)
         assert more, (k, big, small)
-        assert small["resources"]["eval"]["tensor_parallel"] >= big["resources"]["eval"]["tensor_parallel"]
-    assert rules.derive_size_settings(facts["4b"], SMALL, method)["resources"]["eval"]["tensor_parallel"] > \
-        rules.derive_size_settings(facts["4b"], H100, method)["resources"]["eval"]["tensor_parallel"]
+        assert small.resources["eval"].tensor_parallel >= big.resources["eval"].tensor_parallel
+    assert rules.derive_size_settings(facts["4b"], SMALL, method).resources["eval"].tensor_parallel > \
+        rules.derive_size_settings(facts["4b"], H100, method).resources["eval"].tensor_parallel
 
 
 def test_lora_is_chosen_when_full_fine_tuning_cannot_fit(facts, method):
     one_gpu = dataclasses.replace(H100, name="one_48gb", gpu_mem_gb=48, gpus_per_node=1, max_nodes=1)
     out = rules.derive_size_settings(facts["4b"], one_gpu, method)
-    assert out["train"]["finetune"] == "lora"
-    assert out["train"]["learning_rate"] == pytest.approx(1e-5)  # LoRA: 10x
-    assert out["provenance"]["train.finetune"] == "rule:finetune"
+    assert out.train.finetune == "lora"
+    assert out.train.learning_rate == pytest.approx(1e-5)  # LoRA: 10x
+    assert out.provenance["train.finetune"] == "rule:finetune"
     full = rules.derive_size_settings(facts["4b"], H100, method)
-    assert full["train"]["finetune"] == "full"
+    assert full.train.finetune == "full"
 
 
 def test_model_too_large_for_the_profile_is_a_plan_error(facts, method):
@@ -124,12 +125,12 @@ def test_cpu_profile_plans_without_gpus_vllm_or_zero(method):
     tiny = resolve_facts(ModelFacts(family="t", size="t1", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                                     intermediate_size=128, vocab_size=300, max_position=4096))
     out = rules.derive_size_settings(tiny, CPU, method)
-    r = out["resources"]["train"]
-    assert (r["gpus_per_node"], r["nodes"], r["cpus_per_task"]) == (0, 1, CPU.cpus_per_job) == (0, 1, 1)
-    assert r["mem_gb"] == CPU.mem_per_node_gb // CPU.cpus_per_node
-    assert out["train"]["vllm_mode"] == "none" and out["train"]["zero_stage"] == 0
-    assert out["estimates"]["train_gpu_hours"] == 0
-    assert r["timeout_min"] <= CPU.max_time_min
+    r = out.resources["train"]
+    assert (r.gpus_per_node, r.nodes, r.cpus_per_task) == (0, 1, CPU.cpus_per_job) == (0, 1, 1)
+    assert r.mem_gb == CPU.mem_per_node_gb // CPU.cpus_per_node
+    assert out.train.vllm_mode == "none" and out.train.zero_stage == 0
+    assert out.estimates.train_gpu_hours == 0
+    assert r.timeout_min <= CPU.max_time_min
 
 
 def test_cpu_profile_without_cpus_per_job_gives_each_job_the_whole_node(method):
@@ -138,23 +139,23 @@ def test_cpu_profile_without_cpus_per_job_gives_each_job_the_whole_node(method):
     whole = dataclasses.replace(CPU, cpus_per_job=0)
     tiny = resolve_facts(ModelFacts(family="t", size="t1", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                                     intermediate_size=128, vocab_size=300, max_position=4096))
-    r = rules.derive_size_settings(tiny, whole, method)["resources"]["eval"]
-    assert (r["cpus_per_task"], r["mem_gb"]) == (whole.cpus_per_node, whole.mem_per_node_gb)
+    r = rules.derive_size_settings(tiny, whole, method).resources["eval"]
+    assert (r.cpus_per_task, r.mem_gb) == (whole.cpus_per_node, whole.mem_per_node_gb)
 
 
 def test_values_the_recipe_sets_are_kept_not_derived(facts, method):
     cfg = {**method, "train": {**method["train"], "finetune": "lora", "learning_rate": 3e-6, "rollout_limit": 4096}}
     out = rules.derive_size_settings(facts["8b"], H100, cfg)
-    assert "finetune" not in out["train"] and "learning_rate" not in out["train"]
-    assert "rollout_limit" not in out["train"] and out["train"]["reward"]["target_length"] == 4096
-    assert out["provenance"]["train.reward.target_length"] == "rule:target_length"
+    assert "train.finetune" not in out.provenance and "train.learning_rate" not in out.provenance
+    assert "train.rollout_limit" not in out.provenance and out.train.reward.target_length == 4096
+    assert out.provenance["train.reward.target_length"] == "rule:target_length"
 
 
 def test_fixed_resources_are_respected(facts, method):
     cfg = {**method, "resources": {"train": {"nodes": 2, "gpus_per_node": 8}}}
     out = rules.derive_size_settings(facts["8b"], H100, cfg)
-    assert out["resources"]["train"]["nodes"] == 2 and out["resources"]["train"]["gpus_per_node"] == 8
-    assert "resources.train.nodes" not in out["provenance"]
+    assert out.resources["train"].nodes == 2 and out.resources["train"].gpus_per_node == 8
+    assert "resources.train.nodes" not in out.provenance
 
 
 def test_time_limit_has_safety_and_is_capped_by_the_partition():

@@ -1,5 +1,6 @@
-"""slurm.py without a cluster: golden executor parameters, sbatch text, preflight and job states
-against a fake ``_run`` (sinfo/sbatch/squeue/sacct answers), the checkpointable wrapper."""
+"""slurm.py and slurmformat.py without a cluster: golden executor parameters, sbatch text,
+preflight and job states against a fake ``_run`` (sinfo/sbatch/squeue/sacct answers), the
+checkpointable wrapper."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from scaling import slurm as S
+from scaling import slurmformat as SF
 from scaling import supervise as SV
 from scaling.records import ClusterProfile, JobSpec, Resources
 
@@ -90,12 +92,12 @@ def test_dependency_string_waits_for_whole_arrays():
 
 @pytest.mark.parametrize("gres,n", [("gpu:8", 8), ("gpu:h100:8(S:0-1)", 8), ("gpu:a100:4,shard:8", 4), ("(null)", 0)])
 def test_gres_parsing(gres, n):
-    assert S._parse_gres_gpus(gres) == n
+    assert SF.parse_gres_gpus(gres) == n
 
 
 @pytest.mark.parametrize("text,minutes", [("infinite", None), ("1-00:00:00", 1440), ("2:00:00", 120), ("30:00", 30)])
 def test_time_limit_parsing(text, minutes):
-    assert S._parse_time_min(text) == minutes
+    assert SF.parse_time_min(text) == minutes
 
 
 class FakeSlurm:

@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from scaling import durable
 from scaling import studydir as sd
 from scaling.errors import LaunchError
 from scaling.records import ModelFacts, Resources, RunSpec, Stage, from_dict
@@ -49,10 +50,10 @@ def test_mark_done_writes_counts_and_hash_last(tmp_path):
     pq.write_table(pa.table({"x": [1, 2, 3]}), tmp_path / "records.parquet")
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "1_0_log.out").write_text("noise")
-    assert not sd.is_done(tmp_path)
-    sd.mark_done(tmp_path, {"problems": 3})
-    done = sd.read_done(tmp_path)
-    assert sd.is_done(tmp_path)
+    assert not durable.is_done(tmp_path)
+    durable.mark_done(tmp_path, {"problems": 3})
+    done = durable.read_done(tmp_path)
+    assert durable.is_done(tmp_path)
     assert done["rows"] == {"records.parquet": 3}
     assert done["problems"] == 3 and done["files"] == 1
     assert len(done["content_hash"]) == 64 and "time" in done
@@ -60,33 +61,33 @@ def test_mark_done_writes_counts_and_hash_last(tmp_path):
 
 def test_content_hash_ignores_logs_but_follows_outputs(tmp_path):
     (tmp_path / "out.txt").write_text("a")
-    h1 = sd.content_hash(tmp_path)
+    h1 = durable.content_hash(tmp_path)
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "x.out").write_text("log")
-    assert sd.content_hash(tmp_path) == h1
+    assert durable.content_hash(tmp_path) == h1
     (tmp_path / "out.txt").write_text("b")
-    assert sd.content_hash(tmp_path) != h1
+    assert durable.content_hash(tmp_path) != h1
 
 
 def test_torn_or_foreign_done_does_not_count(tmp_path):
     (tmp_path / "DONE").write_text("{not json")
-    assert not sd.is_done(tmp_path)
+    assert not durable.is_done(tmp_path)
     (tmp_path / "DONE").write_text("[]")
-    assert not sd.is_done(tmp_path)
+    assert not durable.is_done(tmp_path)
 
 
 def test_mark_done_refuses_missing_directory(tmp_path):
     with pytest.raises(LaunchError, match="does not exist"):
-        sd.mark_done(tmp_path / "nope", {})
+        durable.mark_done(tmp_path / "nope", {})
 
 
 def test_array_run_is_done_only_when_every_item_is(tmp_path):
     rd = sd.run_dir(tmp_path, "a/eval-base")
     for item in ("x", "y"):
         (rd / item).mkdir(parents=True)
-    sd.mark_done(rd / "x", {})
+    durable.mark_done(rd / "x", {})
     assert not sd.run_is_done(tmp_path, "a/eval-base", ["x", "y"])
-    sd.mark_done(rd / "y", {})
+    durable.mark_done(rd / "y", {})
     assert sd.run_is_done(tmp_path, "a/eval-base", ["x", "y"])
 
 
@@ -175,7 +176,7 @@ def test_a_full_or_read_only_disk_leaves_the_old_file_and_no_temporary(tmp_path,
     target.write_text("old\n")
     _fail_with(monkeypatch, func, code)
     with pytest.raises(StorageError) as info:
-        sd.atomic_write_text(target, "new\n")
+        durable.atomic_write_text(target, "new\n")
     monkeypatch.undo()
     msg = str(info.value)
     assert "\n" not in msg and str(target) in msg and errno.errorcode[code] in msg
@@ -187,11 +188,11 @@ def test_a_full_or_read_only_disk_leaves_the_old_file_and_no_temporary(tmp_path,
 def test_mkdir_errors_name_the_path_and_the_fix(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(StorageError, match=r"afile/study: cannot create the directory: .*ENOTDIR.*a file stands"):
-        sd.ensure_dir(tmp_path / "afile" / "study")
+        durable.ensure_dir(tmp_path / "afile" / "study")
     with pytest.raises(StorageError, match="is a directory; give a file name"):
-        sd.atomic_write_text(tmp_path, "x")
+        durable.atomic_write_text(tmp_path, "x")
     with pytest.raises(StorageError, match="ENAMETOOLONG"):
-        sd.atomic_write_text(tmp_path / ("n" * 300), "x")
+        durable.atomic_write_text(tmp_path / ("n" * 300), "x")
 
 
 def test_a_300_character_study_name_is_refused_in_one_line():
@@ -241,7 +242,7 @@ def test_stale_temporary_files_are_cleaned_and_fresh_ones_kept(tmp_path):
     keep = tmp_path / "8b" / "train" / "records.parquet"
     keep.write_text("data")
     os.utime(keep, (time.time() - 7200, time.time() - 7200))
-    assert sd.clean_stale_tmp(tmp_path, recursive=True) == 1
+    assert durable.clean_stale_tmp(tmp_path, recursive=True) == 1
     assert not old.exists() and fresh.exists() and keep.exists()
 
 

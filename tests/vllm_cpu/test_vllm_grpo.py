@@ -52,8 +52,8 @@ def test_grpo_trains_two_steps_with_colocated_vllm_rollouts(think_model, tmp_pat
     import torch
     from trl.generation.vllm_generation import VLLMGeneration
 
-    from scaling.jobs import train
-    from scaling.studydir import read_done
+    from scaling.jobs import train, trainer_hooks
+    from scaling.durable import read_done
 
     syncs, generations = [], []
     real_sync, real_generate = VLLMGeneration.sync_weights, VLLMGeneration.generate
@@ -80,7 +80,7 @@ def test_grpo_trains_two_steps_with_colocated_vllm_rollouts(think_model, tmp_pat
     train.main(str(run_yaml))
     done = read_done(run_yaml.parent)
     assert done is not None and done["steps"] == 2
-    rows = train.read_signals(run_yaml.parent)
+    rows = trainer_hooks.read_signals(run_yaml.parent)
     assert [r["step"] for r in rows] == [1, 2] and all(0 < r["tokens_mean"] <= 32 for r in rows)
     assert len(generations) >= 2 and all(n == 8 for n in generations)  # 2 prompts x 4 completions, from vLLM
     assert syncs, "the trained weights never reached the vLLM engine"

@@ -1,0 +1,203 @@
+"""The report as one document, in reading order: title and lead, the headline (verdicts, one
+table per benchmark and arm, reference numbers, the headline figure), the warnings grouped by kind,
+then the detail (summary, accuracy vs budget, trends and predictions, length distributions, the
+two training phases, how the numbers were made, every metric and fit folded).
+
+Data flow: ``analyse`` -> ``blocks`` (tables) + ``figures`` (PNG) -> here: ``build`` returns the
+list of ``blocks.Block`` that ``report`` renders to report.md / report.html.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from . import figures
+from .analyse import HEADLINE, StudyAnalysis, log
+from .blocks import (
+    Block,
+    fits_table,
+    headline_alt,
+    headline_table,
+    metrics_table,
+    phases_table,
+    predictions_table,
+    reference_blocks,
+    summary_table,
+    variant_sentence,
+    verdict_table,
+)
+from .fit import AICC_MARGIN, LOSO_MAX, R2_MIN, trend_verdict
+from .signals import ALERT_KINDS, PHASE_RULE
+
+
+def _safe(name: str) -> str:
+    """A figure's file name from its id (letters, digits, ``-_.``; anything else ``_``)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+# ------------------------------------------------------------------ warnings and method
+def _warning_blocks(ans: list[StudyAnalysis]) -> list[Block]:
+    by_kind: dict[str, list[str]] = {}
+    for a in ans:
+        for al in a.alerts:
+            by_kind.setdefault(al.kind, []).append((f"[{a.name}] " if len(ans) > 1 else "") + al.message)
+    n = sum(len(v) for v in by_kind.values())
+    blocks = [Block("h2", text=f"Warnings ({n})", name="warnings")]
+    if not by_kind:
+        return blocks + [Block("p", text="none")]
+    blocks.append(Block("p", text="Grouped by kind; open a group to read each warning. They say which points to trust "
+                                  "less; docs/reports.md (Warnings) has every threshold.", cls="note"))
+    for kind, msgs in by_kind.items():
+        blocks.append(Block("details", text=f"{kind} ({len(msgs)}): {ALERT_KINDS.get(kind, '')}",
+                            children=[Block("ul", items=msgs)]))
+    return blocks
+
+
+def _method_text(an: StudyAnalysis) -> list[Block]:
+    lvl = f"{an.ms.level:.0%}"
+    return [
+        Block("p", text=(
+            f"Accuracy is mean@k: the mean over problems of the fraction of the k samples that are correct; a response cut "
+            f"at the budget has no answer and counts as incorrect. Accuracies are in percent, their changes in points (pt); "
+            f"length change = trained / base mean length − 1, in percent (negative = shorter). Intervals are {lvl} "
+            f"percentile bootstrap intervals over problems ({an.ms.n_boot} resamples, seed {an.ms.seed}); the same problem "
+            "resamples are used for every size, checkpoint and budget of a benchmark, so differences and trends are paired."
+        )),
+        Block("p", text=(
+            f"Trends are least-squares fits of each metric against log10(parameters, {an.convention}), each size counting "
+            "once: log-linear y = value_at_ref + slope_per_decade·(x − x_ref), x_ref the mean log-size (the slope is the "
+            "change per 10× parameters); or a power law to a ceiling y = ceiling − gap_at_ref·10^(−exponent·(x − x_ref)), "
+            f"chosen only with ≥ 6 sizes and an AICc lower by more than {AICC_MARGIN}. The headline effects are always "
+            f"fitted log-linearly. A fit is labelled \"no trend\" and kept out of the headline when R² < {R2_MIN} or its "
+            f"leave-one-size-out (LOSO) error is ≥ {LOSO_MAX:g}× the error of predicting each size by the mean of the "
+            "others; \"direction unsure\" when the slope interval includes 0. Variants (thinking modes) are fitted "
+            "separately. Predictions combine the bootstrap interval of the trend with the scatter of sizes around it. "
+            "See docs/reports.md."
+        )),
+    ]
+
+
+# -------------------------------------------------------------------------- the document
+def build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> list[Block]:
+    title = "Scaling report: " + " vs ".join(a.name for a in ans)
+    blocks = [Block("h1", text=title)]
+    benches = list(dict.fromkeys(b for a in ans for b in a.ms.benchmarks))
+    n_alerts = sum(len(a.alerts) for a in ans)
+    lead = []
+    for a in ans:
+        k = sorted({m.k for m in a.ms.metrics})
+        lead.append(f"{a.name}: {len(a.sizes())} sizes, {', '.join(a.ms.benchmarks)}, "
+                    f"{'/'.join(map(str, k))} samples per problem, parameters {a.convention}")
+    warn = f"{n_alerts} warning{'s' if n_alerts != 1 else ''} (below the headline)" if n_alerts else "no warnings"
+    blocks.append(Block("p", text="; ".join(lead) + f". {warn}.", cls="lead"))
+
+    # 1. the headline: does the effect grow or shrink with size, and how sure are we?
+    blocks.append(Block("h2", text="Headline: does the method's effect grow or shrink with size?", name="headline-section"))
+    figs: list[tuple[str, str, Any]] = []
+    for b in benches:
+        sub = [a for a in ans if b in a.ms.benchmarks and a.effect_arms]
+        if sub:
+            figs.append((f"headline_{b}", f"Length change and accuracy change vs size: {b}", lambda sub=sub, b=b: figures.headline(sub, b)))
+    for a in ans:
+        for b in a.ms.benchmarks:
+            figs.append((f"accuracy_vs_budget_{a.name}_{b}", f"Accuracy vs budget per size: {a.name} {b}",
+                         lambda a=a, b=b: figures.accuracy_vs_budget(a, b)))
+    for b in benches:
+        sub = [a for a in ans if b in a.ms.benchmarks]
+        figs.append((f"size_trends_{b}", f"Accuracy and length vs size with fits: {b}",
+                     lambda sub=sub, b=b: figures.size_trends(sub, b, predict)))
+    for a in ans:
+        for b in a.ms.benchmarks:
+            figs.append((f"lengths_{a.name}_{b}", f"Length distributions by correctness: {a.name} {b}",
+                         lambda a=a, b=b: figures.lengths(a, b)))
+        if a.study.signals.num_rows:
+            figs.append((f"training_{a.name}", f"Training curves: {a.name}", lambda a=a: figures.training(a)))
+    rendered: dict[str, Block] = {}
+    for i, (name, caption, fn) in enumerate(figs):
+        if progress:
+            log(f"figure {i + 1}/{len(figs)}: {name}")
+        rendered[name] = Block("img", name=_safe(name) + ".png", text=caption, alt=caption, png=fn())
+    index = 0
+    for a in ans:
+        if not a.effect_arms:
+            blocks.append(Block("p", text=f"{a.name}: no trained checkpoint next to base; no effect to show."))
+            continue
+        if len(ans) > 1:
+            blocks.append(Block("h3", text=a.name))
+        blocks.append(verdict_table(a))
+        if a.mixed:
+            blocks.append(Block("p", text=variant_sentence(a), cls="note"))
+        for b in a.ms.benchmarks:
+            for arm in a.effect_arms:
+                blocks.append(Block("h3", text=f"{b} at {a.ms.budgets[b][-1]:,} tokens"
+                                                + (f" ({arm.replace('_vs_', ' vs ')})" if len(a.effect_arms) > 1 else "")))
+                blocks.append(headline_table(a, b, arm, index))
+                index += 1
+        blocks += reference_blocks(a)
+    blocks.append(Block("p", text="Length change: trained vs base mean length at the largest budget (negative = shorter); "
+                                  "accuracy change in points; [intervals] are paired bootstrap intervals over problems. "
+                                  "Rows follow the parameter count used for the fits.", cls="note"))
+    for b in benches:
+        if f"headline_{b}" in rendered:
+            img = rendered[f"headline_{b}"]
+            img.alt = " ".join(headline_alt(a, b) for a in ans if b in a.ms.benchmarks and a.effect_arms)
+            img.text = (f"{b}: length change (%) and accuracy change (pt) against size; every point named; lines: "
+                        "log-linear trends with bootstrap bands and slope intervals (no line: no trend); hollow stars: "
+                        "predictions for sizes not in the study" + ("; crosses: reference numbers" if any(a.reference for a in ans) else ""))
+            blocks.append(img)
+
+    # 2. warnings, grouped and folded
+    blocks += _warning_blocks(ans)
+
+    # 3. the detail
+    blocks.append(Block("h2", text="Summary at the largest budget"))
+    for a in ans:
+        for b in a.ms.benchmarks:
+            blocks.append(Block("h3", text=f"{a.name}: {b} (budget {a.ms.budgets[b][-1]:,})"))
+            blocks.append(summary_table(a, b))
+    blocks.append(Block("h2", text="Accuracy vs budget (base vs trained)"))
+    blocks += [rendered[n] for n, _, _ in figs if n.startswith("accuracy_vs_budget_")]
+    blocks.append(Block("h2", text="Trends against model size"))
+    blocks.append(Block("p", text="Points: measured values with bootstrap intervals, named by size. Lines: fitted trends with "
+                                  "bootstrap bands (dotted and faint: no trend). Hollow stars: predictions for sizes not in "
+                                  "the study, with observation intervals."))
+    blocks += [rendered[n] for n, _, _ in figs if n.startswith("size_trends_")]
+    for r in rendered.values():
+        if r.name.startswith("size_trends_"):
+            r.alt = r.text + ". Points: " + ", ".join(dict.fromkeys(a.label(s) for a in ans for s in a.sizes())) + "."
+    head = [(a, f) for a in ans for f in a.fits
+            if f.metric in HEADLINE and (f.budget_tokens == 0 or f.budget_tokens == a.ms.budgets[f.benchmark][-1])]
+    strong = [(a, f) for a, f in head if trend_verdict(f)[0] != "no trend"]
+    weak = [(a, f) for a, f in head if trend_verdict(f)[0] == "no trend"]
+    blocks.append(Block("h3", text="Trend fits (largest budget, and AUC over budgets)"))
+    blocks.append(fits_table(ans, strong) if strong else Block("p", text="No fit passes the trend rule."))
+    if weak:
+        blocks.append(Block("details", text=f"Fits with no trend, kept out of the headline ({len(weak)})",
+                            children=[fits_table(ans, weak)]))
+    if predict:
+        blocks.append(Block("h3", text="Predictions"))
+        blocks.append(predictions_table(ans))
+    blocks.append(Block("h2", text="Length distributions by correctness"))
+    blocks += [rendered[n] for n, _, _ in figs if n.startswith("lengths_")]
+    blocks.append(Block("h2", text="Training: two phases"))
+    blocks.append(Block("p", text="Length adaptation, then reasoning refinement (Art, arXiv 2602.20945). Our rule: "
+                                  + PHASE_RULE.format(tol=0.10, hold="h") + " (h = 5% of the logged steps, at least 3; "
+                                  "the length is smoothed by a running median over about 5% of the steps)."))
+    for a in ans:
+        if not a.phases:
+            blocks.append(Block("p", text=f"{a.name}: no training signals with a DONE marker."))
+            continue
+        blocks.append(phases_table(a))
+        if f"training_{a.name}" in rendered:
+            blocks.append(rendered[f"training_{a.name}"])
+    blocks.append(Block("h2", text="How the numbers were made"))
+    blocks += _method_text(ans[0])
+    for a in ans:
+        blocks.append(Block("details", text=f"All metrics per budget: {a.name} ({len(a.ms.metrics)} rows)",
+                            children=[metrics_table(a)]))
+        blocks.append(Block("details", text=f"All trend fits: {a.name} ({len(a.fits)})",
+                            children=[fits_table([a], [(a, f) for f in a.fits], criterion=True)]))
+        if a.failures:
+            blocks.append(Block("details", text=f"Fits skipped: {a.name} ({len(a.failures)})",
+                                children=[Block("ul", items=a.failures)]))
+    return blocks
