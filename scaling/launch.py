@@ -33,7 +33,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import durable
 from . import studydir as sd
@@ -41,7 +41,8 @@ from .errors import LaunchError
 from .executors import (Executor, executor_for, local_parallel, make_executor, parallel_for,
                         refuse_gpu_jobs_without_gpus)
 from .progress import Progress, plan_estimates_s, verdict, wait_until_ended
-from .records import ClusterProfile, JobSpec, Plan, Resources, to_dict
+from .records import ClusterProfile, JobSpec, Plan, to_dict
+from .records.convert import from_plain
 from .status import (LIVE, POLL_S, clean_stale_tmp, job_ids_of, open_study, record_ids, refresh_states,
                      store_states)
 from .studydir import study_ref  # re-exported: hints name the study so they run as printed
@@ -50,18 +51,15 @@ from .studydir import study_ref  # re-exported: hints name the study so they run
 from .supervise import JobBody  # noqa: F401
 from .versions import StudyWithVersions  # records the torch/trl/vllm/... versions in study.yaml
 
+if TYPE_CHECKING:  # the type only: launch reads name, runs_dir, to_yaml() (tests pass small studies)
+    from .recipe import Study
+
 DRIVE_POLL_S = 2.0  # labelled default: how often the local driver looks for a free slot
 
 
 # ------------------------------------------------------------------------------ graph
 def _job_to_dict(job: JobSpec) -> dict[str, Any]:
     return to_dict(job)
-
-
-def _job_from_dict(d: dict[str, Any]) -> JobSpec:
-    d = dict(d)
-    d["resources"] = Resources(**d.get("resources", {}))
-    return JobSpec(**d)
 
 
 def topo_order(jobs: list[JobSpec]) -> list[JobSpec]:
@@ -299,7 +297,7 @@ def _dry_run_executor(plan: Plan) -> Executor:
     return SubmititExecutor("local", plan.profile)
 
 
-def launch(study: Any, plan: Plan, *, executor: str | Executor = "auto", runs_dir: str | os.PathLike[str] | None = None,
+def launch(study: Study, plan: Plan, *, executor: str | Executor = "auto", runs_dir: str | os.PathLike[str] | None = None,
            dry_run: bool = False, wait: bool = False, poll_s: float = POLL_S, force: bool = False) -> int:
     """Submit a planned study. Returns 0 when everything was submitted (and, when waiting or
     running locally, finished with DONE), 1 when some run failed.
@@ -392,7 +390,7 @@ def _drive_all(sdir: Path, ex: Executor, jobs: list[JobSpec], *, poll_s: float, 
 
 
 def _jobs(manifest: dict[str, Any]) -> list[JobSpec]:
-    return [_job_from_dict(e["job"]) for e in manifest["runs"].values()]
+    return [from_plain(JobSpec, e["job"], f"manifest.json: runs.{run_id}.job") for run_id, e in manifest["runs"].items()]
 
 
 def resume(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = "runs", executor: str | Executor = "auto",
@@ -437,8 +435,8 @@ def _profile_from_plan(sdir: Path) -> ClusterProfile | None:
     prof = data.get("profile") if isinstance(data, dict) else None
     if not isinstance(prof, dict):
         return None
-    fields = {f.name for f in dataclasses.fields(ClusterProfile)}
-    return ClusterProfile(**{k: v for k, v in prof.items() if k in fields})
+    fields = {f.name for f in dataclasses.fields(ClusterProfile)}  # a field this version dropped is ignored
+    return from_plain(ClusterProfile, {k: v for k, v in prof.items() if k in fields}, "plan.json: profile")
 
 
 def cancel(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = "runs") -> int:

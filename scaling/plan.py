@@ -28,15 +28,12 @@ lazily, inside ``print_plan``).
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
 import re
-import typing
 from typing import TYPE_CHECKING, Any
 
 from .capacity import tp_candidates
-from .errors import PlanError, RecipeError
+from .errors import PlanError, RecipeError, RecordError
 from .records import (
     GROUP_SHAPINGS,
     SCHEMA_VERSION,
@@ -54,7 +51,7 @@ from .records import (
     VllmMode,
     to_dict,
 )
-from .records.convert import flatten, type_hints, unwrap_optional
+from .records.convert import flatten, from_plain
 from .rules import derive_size_settings
 from .sizes import size_key
 
@@ -382,32 +379,10 @@ def plan_from_json(text: str) -> Plan:
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         raise PlanError(f"plan.json schema_version {version} is not supported (this scaling writes {SCHEMA_VERSION}); "
                         "re-plan with this version")
-    return _build(Plan, data, "plan")
-
-
-def _build(tp: Any, value: Any, where: str) -> Any:
-    """Plain JSON data -> typed records (nested dataclasses, enums, lists, dicts, optionals)."""
-    tp = unwrap_optional(tp)
-    if value is None:
-        return None
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise PlanError(f"plan.json: {where}: expected an object for {tp.__name__}; re-run scaling plan --json")
-        hints = type_hints(tp)
-        unknown = set(value) - set(hints)
-        if unknown:
-            raise PlanError(f"plan.json: {where}: unknown keys {sorted(unknown)} for {tp.__name__}; re-plan with this version")
-        return tp(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()})
-    origin = typing.get_origin(tp)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return [_build(item, v, where) for v in value]
-    if origin is dict:
-        _, item = typing.get_args(tp)
-        return {k: _build(item, v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(value)
-    return value
+    try:
+        return from_plain(Plan, data, "plan")
+    except RecordError as err:
+        raise PlanError(f"plan.json: {err.reason}; re-plan with this version") from None
 
 
 __all__ = ["make_plan", "print_plan", "plan_to_json", "plan_from_json", "job_name", "whole_groups_problem", "ENTRIES"]

@@ -30,7 +30,7 @@ from typing import Any
 
 from . import studydir as sd
 from .errors import LaunchError
-from .records import RunSpec, VllmMode, from_dict
+from .records import VllmMode
 
 # Tokens pass to jobs through the environment only; launch refuses to write them anywhere.
 SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
@@ -94,11 +94,10 @@ class SupervisedBody(JobBody):
     grace_s: float = SIGNAL_DELAY_CHECKPOINT_S - 30
 
     def __call__(self) -> Any:
-        import yaml
-
+        from .jobs.common import read_run
         from .jobs.multinode import worker_processes
 
-        run = from_dict(RunSpec, yaml.safe_load(Path(self.run_yaml).read_text()))
+        run = read_run(self.run_yaml)
         job_dir = Path(self.run_yaml).parent
         model_path = None
         if run.train is not None and run.train.vllm_mode == VllmMode.server:

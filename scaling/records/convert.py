@@ -32,6 +32,34 @@ def unwrap_optional(tp: Any) -> Any:
     return tp
 
 
+def from_plain(tp: Any, value: Any, where: str) -> Any:
+    """Plain JSON data our code wrote (plan.json, manifest.json) -> typed records (nested
+    dataclasses, enums, lists, dicts, optionals), built directly: no omegaconf, whose validation
+    ``from_dict`` applies to run.yaml, a file a user may edit. An unknown key or a non-object where
+    a record belongs is a ``RecordError`` naming ``where``."""
+    tp = unwrap_optional(tp)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecordError(f"{where}: expected an object for {tp.__name__}")
+        hints = type_hints(tp)
+        unknown = set(value) - set(hints)
+        if unknown:
+            raise RecordError(f"{where}: unknown keys {sorted(unknown)} for {tp.__name__}")
+        return tp(**{k: from_plain(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return [from_plain(item, v, where) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        return {k: from_plain(item, v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    return value
+
+
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Rebuild a (possibly nested) YAML-facing dataclass from plain data, through omegaconf's
     structured validation (so run.yaml is checked exactly like a recipe).

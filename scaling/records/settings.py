@@ -4,7 +4,11 @@ Plain ``kw_only`` dataclasses. They double as the omegaconf schema that validate
 (unknown keys, wrong types, bad enum values) and they type the plan. ``None`` in a field means
 "not set in the recipe: derived by a rule in ``rules.py``"; a planned ``RunSpec`` has no ``None``
 left in the fields the job reads. The last block is the recipe files' own schema (a size's
-sections, a study file, a family/size file). Standard library only.
+sections, a study file, a family/size file). The method's values are set in
+recipes/method/efficient_reasoning.yaml (what every study plans with and ``--explain`` cites);
+the defaults here mirror them for settings built in code (tests, perf scripts), and
+tests/unit/test_recipe.py::test_record_defaults_are_the_method_values keeps the two equal.
+Standard library only.
 """
 
 from __future__ import annotations

@@ -189,6 +189,26 @@ def test_every_method_value_cites_its_source():
         assert "#" in stripped, f"value without a cited source: {line}"
 
 
+def test_record_defaults_are_the_method_values():
+    """The method's values are set in recipes/method/efficient_reasoning.yaml (what every study
+    plans with, and what --explain cites); the records' defaults only mirror them for settings
+    built in code (tests, perf scripts). This keeps the mirror from drifting: a change of the
+    method must change both, or be listed here with why."""
+    from scaling.records import CurateSettings, EvalSettings, SftSettings, TrainSettings, to_dict
+    from scaling.records.convert import flatten
+
+    not_mirrored = {"train.dataset.source", "train.dataset.prompt_suffix"}  # the records' default: no dataset
+    method = load_method()
+    drift = []
+    for section, cls in (("train", TrainSettings), ("curate", CurateSettings), ("sft", SftSettings),
+                         ("eval", EvalSettings)):
+        defaults = flatten(to_dict(cls()))
+        for key, value in flatten(method.get(section) or {}).items():
+            if f"{section}.{key}" not in not_mirrored and defaults.get(key, "<absent>") != value:
+                drift.append(f"{section}.{key}: method {value!r}, record default {defaults.get(key, '<absent>')!r}")
+    assert not drift, drift
+
+
 def test_every_recipe_field_is_documented_in_docs_recipes():
     import dataclasses
 
