@@ -1,8 +1,10 @@
 """The capacity model: memory, FLOPs and time of a job, and the layout search that fits a job to a profile.
 
 What it models (and what it does not)
-    Memory per GPU = model states (``paramcount.memory_gb``: weights, gradients, AdamW states under
-    full fine-tuning / LoRA and ZeRO stages) + activations of one micro-batch with gradient
+    Memory per GPU (``train_memory``, a ``TrainMemory`` by part) = model states (weights,
+    gradients, AdamW states under full fine-tuning / LoRA and ZeRO stages, in the precision each
+    stage really keeps: fp32 master weights under DDP, DeepSpeed's fp32 partitions under ZeRO)
+    + TRL's reference model when ``beta > 0`` + activations of one micro-batch with gradient
     checkpointing + the logits of one sequence + (colocated vLLM) the rollout engine's share.
     Time = FLOPs / (GPUs x peak x utilisation) with labelled utilisations; generation and
     training are not overlapped. These are planning estimates, within a factor of ~2; a job's
@@ -13,6 +15,9 @@ What it models (and what it does not)
 Public functions
     tp_candidates / inference_tp     tensor-parallel degrees vLLM accepts; the smallest that fits
     activation_gb / train_memory_gb  per-GPU activations; per-GPU training memory
+    train_memory (TrainMemory)       the same by part: weights, grads, optimizer, autocast copy, reference, activations
+    reference_model_gb               TRL's reference model per GPU (beta > 0, full fine-tuning)
+    lora_trainable_params            LoRA adapter parameters as peft builds them (fused MoE experts)
     forward_flops_per_token          forward FLOPs of one token at a given context
     train_hours / generation_hours   estimated wall time of training / of sampling
     time_limit_min                   a job's time limit from its estimate
@@ -32,7 +37,18 @@ import math
 from typing import Any
 
 from .errors import PlanError
-from .paramcount import GIB, ParamCount, count_params, kv_cache_bytes_per_token, memory_gb
+from .paramcount import (
+    GIB,
+    GRAD_BYTES,
+    OPTIMIZER_BYTES,
+    WEIGHT_BYTES,
+    ParamCount,
+    count_params,
+    is_moe_layer,
+    kv_cache_bytes_per_token,
+    lora_params,
+    memory_gb,
+)
 from .records import GROUP_SHAPINGS, ClusterProfile, Finetune, ModelFacts, Shaping, SftSettings, TrainSettings, VllmMode
 
 # ------------------------------------------------------------------- labelled defaults
@@ -60,6 +76,19 @@ TARGET_EVAL_FRAC = 0.8  # labelled default: add eval replicas until one task fit
 TIME_SAFETY = 1.5  # labelled default: time limit = estimate x 1.5 + startup
 STARTUP_MIN = 15  # labelled default: minutes to start a job and load the model
 MIN_TIME_MIN = 10  # labelled default: shortest time limit we request
+# Precision of the trained weights (issue 22, finding 2). Where no DeepSpeed stage keeps fp32
+# master weights (ZeRO-0 = DDP, and the SFT job), jobs/train_config.model_dtype loads the model in
+# fp32 and trains with bf16 autocast (GRPOConfig/SFTConfig bf16=True is torch.autocast, it keeps
+# the parameters' dtype): fp32 weights (4 B) + fp32 gradients (4 B) + AdamW moments (8 B) per
+# parameter, plus the bf16 copies autocast caches of every weight during a forward (2 B; torch's
+# autocast weight cache lives until the outermost autocast region exits). DeepSpeed ZeRO 1-3 with
+# bf16 keeps bf16 weights and gradients and fp32 master + moments (12 B) in the optimizer
+# partitions (the ZeRO paper's K = 12, paramcount.OPTIMIZER_BYTES).
+DDP_MASTER_BYTES = 4  # torch.float32 parameters: the master copy is the weights themselves
+DDP_GRAD_BYTES = 4  # gradients take the parameters' dtype
+DDP_ADAM_BYTES = 8  # torch.optim.AdamW exp_avg + exp_avg_sq in the parameters' dtype (fp32)
+AUTOCAST_COPY_BYTES = 2  # bf16 casts of the fp32 weights, cached by torch.autocast for the forward
+REF_BYTES = 2  # TRL's reference model in bf16 (jobs/train_config: model_init_kwargs dtype bfloat16 on GPU)
 
 
 # ------------------------------------------------------------------- cached fact queries
@@ -133,14 +162,132 @@ def activation_gb(facts: ModelFacts, *, seq_tokens: int, per_device_batch: int) 
     return (ckpt + layer + logits) / GIB
 
 
+EXPERT_FUSED = ("gate_proj", "up_proj")  # transformers 5 stores them as one fused experts.gate_up_proj
+
+
+def lora_trainable_params(facts: ModelFacts, rank: int, targets: list[str] | tuple[str, ...]) -> int:
+    """LoRA adapter parameters as peft 0.21 builds them on this model.
+
+    Dense layers, attention and shared experts: ``paramcount.lora_params`` (rank x (in + out) per
+    targeted linear). Routed experts are fused 3-D parameters in transformers 5
+    (``mlp.experts.gate_up_proj`` (E, 2i, h), ``mlp.experts.down_proj`` (E, h, i)), which
+    jobs/train_config.lora_config always targets with ``target_parameters``; peft wraps each with
+    one adapter per expert, and when ``gate_proj`` and ``up_proj`` are both in ``targets`` it gives
+    the fused ``gate_up_proj`` rank 2r (peft ``utils/transformers_weight_conversion.py``,
+    ``_convert_peft_config_moe``: ``rank_pattern`` r x 2 for the two fused matrices). So per MoE
+    layer: E x (r_gu x (h + 2i) + r x (i + h)). tests/integration/test_moe_lora.py checks the
+    count against peft's own model."""
+    wanted = set(targets)
+    n = lora_params(facts, rank, [t for t in wanted])
+    h, i, e = facts.hidden_size, facts.moe_intermediate_size, facts.num_experts
+    if e <= 0:
+        return n
+    rank_gu = 2 * rank if set(EXPERT_FUSED) <= wanted else rank
+    for layer in range(facts.num_layers):
+        if not is_moe_layer(facts, layer):
+            continue
+        # lora_params counted the routed experts as separate gate/up/down linears; replace that
+        n -= e * rank * (h + i) * sum(1 for name in ("gate_proj", "up_proj", "down_proj") if name in wanted)
+        n += e * (rank_gu * (h + 2 * i) + rank * (i + h))
+    return n
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainMemory:
+    """Per-GPU training memory by part (GiB): what ``train_memory_gb`` adds up."""
+
+    weights_gb: float  # the model's parameters as stored (fp32 under DDP full FT; bf16 otherwise; LoRA: base + adapters)
+    grads_gb: float
+    optimizer_gb: float  # AdamW moments (+ DeepSpeed's fp32 master partition)
+    autocast_gb: float  # bf16 copies of fp32 weights cached by autocast (DDP full FT only)
+    reference_gb: float  # TRL's reference model (beta > 0, full fine-tuning)
+    activations_gb: float
+
+    @property
+    def states_gb(self) -> float:
+        return self.weights_gb + self.grads_gb + self.optimizer_gb + self.autocast_gb
+
+    @property
+    def total_gb(self) -> float:
+        return self.states_gb + self.reference_gb + self.activations_gb
+
+    def describe(self) -> str:
+        """``states 9.5 + reference 1.1 + activations 3.2`` (the plan's reasons print it)."""
+        ref = f" + reference {self.reference_gb:.1f}" if self.reference_gb else ""
+        return f"states {self.states_gb:.1f}{ref} + activations {self.activations_gb:.1f}"
+
+
+def reference_model_gb(facts: ModelFacts, *, finetune: Finetune, zero_stage: int, num_gpus: int, beta: float) -> float:
+    """Per-GPU memory of TRL's reference model (TRL 1.16 ``GRPOTrainer.__init__``): none when
+    ``beta == 0`` (``ref_model = None``) or with LoRA (peft: the reference log-probs come from
+    the same model with the adapters disabled, ``ref_model = None``); otherwise a second full
+    model in bf16 (REF_BYTES), prepared with DeepSpeed at stage 0 under ZeRO 1/2 (a full copy on
+    every GPU, ``trl/models/utils.py`` ``prepare_deepspeed``), sharded over the GPUs under ZeRO-3,
+    and one full copy per process under DDP (``accelerator.prepare_model(evaluation_mode=True)``)."""
+    if beta <= 0 or Finetune(finetune) is Finetune.lora:
+        return 0.0
+    shard = num_gpus if zero_stage >= 3 else 1
+    return _count(facts).total * REF_BYTES / shard / GIB
+
+
+def train_memory(
+    facts: ModelFacts, *, finetune: Finetune, zero_stage: int, num_gpus: int, seq_tokens: int,
+    per_device_batch: int, lora_rank: int, lora_targets: list[str], beta: float = 0.0,
+) -> TrainMemory:
+    """Per-GPU training memory by part (see DDP_MASTER_BYTES .. REF_BYTES above).
+
+    Full fine-tuning, ZeRO-0 (DDP): fp32 weights + fp32 grads + fp32 AdamW moments + autocast's
+    bf16 copy = 18 B/param. ZeRO 1-3 (DeepSpeed bf16): bf16 weights (sharded at 3), bf16 grads
+    (sharded from 2), fp32 master + moments (sharded from 1) = 2 + 2 + 12 B (paramcount.memory_gb).
+    LoRA: the frozen bf16 base (sharded at 3) + adapters (lora_trainable_params) at 16 B/param
+    (fp32 under DDP: peft's autocast_adapter_dtype; DeepSpeed's bf16 + fp32 partitions otherwise).
+    Plus the reference model (reference_model_gb) and activations (activation_gb)."""
+    ft = Finetune(finetune)
+    key = ("train_memory", _facts_key(facts), ft.value, zero_stage, num_gpus, seq_tokens, per_device_batch,
+           lora_rank, tuple(lora_targets), float(beta))
+    if key in _MEMO:
+        return _MEMO[key]
+    total = _count(facts).total
+    n = max(1, num_gpus)
+    shard_w = n if zero_stage >= 3 else 1
+    shard_g = n if zero_stage >= 2 else 1
+    shard_o = n if zero_stage >= 1 else 1
+    if ft is Finetune.lora:
+        trainable = lora_trainable_params(facts, lora_rank, list(lora_targets))
+        weights = total * WEIGHT_BYTES / shard_w
+        if zero_stage == 0:
+            weights += trainable * DDP_MASTER_BYTES
+            grads, optim = trainable * DDP_GRAD_BYTES, trainable * DDP_ADAM_BYTES
+        else:
+            weights += trainable * WEIGHT_BYTES / shard_w
+            grads, optim = trainable * GRAD_BYTES / shard_g, trainable * OPTIMIZER_BYTES / shard_o
+        autocast = 0.0
+    elif zero_stage == 0:
+        weights, grads, optim = total * DDP_MASTER_BYTES, total * DDP_GRAD_BYTES, total * DDP_ADAM_BYTES
+        autocast = total * AUTOCAST_COPY_BYTES
+    else:
+        weights = total * WEIGHT_BYTES / shard_w
+        grads, optim, autocast = total * GRAD_BYTES / shard_g, total * OPTIMIZER_BYTES / shard_o, 0.0
+    out = TrainMemory(
+        weights_gb=weights / GIB, grads_gb=grads / GIB, optimizer_gb=optim / GIB, autocast_gb=autocast / GIB,
+        reference_gb=reference_model_gb(facts, finetune=ft, zero_stage=zero_stage, num_gpus=n, beta=beta),
+        activations_gb=activation_gb(facts, seq_tokens=seq_tokens, per_device_batch=per_device_batch),
+    )
+    if len(_MEMO) > 4096:
+        _MEMO.clear()
+    _MEMO[key] = out
+    return out
+
+
 def train_memory_gb(
     facts: ModelFacts, *, finetune: Finetune, zero_stage: int, num_gpus: int, seq_tokens: int,
-    per_device_batch: int, lora_rank: int, lora_targets: list[str],
+    per_device_batch: int, lora_rank: int, lora_targets: list[str], beta: float = 0.0,
 ) -> float:
-    """Per-GPU training memory: model states (paramcount.memory_gb) + activations (activation_gb)."""
-    states = _memory(facts, finetune=Finetune(finetune), zero_stage=zero_stage, num_gpus=num_gpus,
-                     lora_rank=lora_rank, lora_targets=list(lora_targets)).total_gb
-    return states + activation_gb(facts, seq_tokens=seq_tokens, per_device_batch=per_device_batch)
+    """Per-GPU training memory (train_memory(...).total_gb): model states in the precision each
+    stage keeps + TRL's reference model when beta > 0 + activations."""
+    return train_memory(facts, finetune=finetune, zero_stage=zero_stage, num_gpus=num_gpus, seq_tokens=seq_tokens,
+                        per_device_batch=per_device_batch, lora_rank=lora_rank, lora_targets=lora_targets,
+                        beta=beta).total_gb
 
 
 # ------------------------------------------------------------------------ cost rules
@@ -239,6 +386,7 @@ class TrainLayout:
     mem_per_gpu_gb: float
     hours: float
     reason: str
+    ref_gb: float = 0.0  # of mem_per_gpu_gb: TRL's reference model (train_memory's reference_gb)
 
 
 def train_layout(facts: ModelFacts, profile: ClusterProfile, t: TrainSettings, fixed: dict[str, Any]) -> TrainLayout:
@@ -269,12 +417,14 @@ def train_layout(facts: ModelFacts, profile: ClusterProfile, t: TrainSettings, f
             for mb in micro:
                 if share % mb:
                     continue  # the micro-batch must divide the completions of an optimiser step (TRL)
-                mem = train_memory_gb(facts, finetune=ft, zero_stage=0, num_gpus=1, seq_tokens=seq,
-                                      per_device_batch=mb, lora_rank=t.lora_rank, lora_targets=targets)
+                parts = train_memory(facts, finetune=ft, zero_stage=0, num_gpus=1, seq_tokens=seq,
+                                     per_device_batch=mb, lora_rank=t.lora_rank, lora_targets=targets, beta=t.beta)
+                mem = parts.total_gb
                 if mem <= budget:
                     hours = train_hours(facts, profile, gen_gpus=1, train_gpus=1, **common)
                     return TrainLayout(ft, 0, VllmMode.none, 0, 1, mb, mem, hours,
-                                       f"CPU profile: {ft.value} fine-tuning needs {mem:.1f} of {budget:.0f} GB host memory")
+                                       f"CPU profile: {ft.value} fine-tuning needs {mem:.1f} of {budget:.0f} GB host "
+                                       f"memory ({parts.describe()})", parts.reference_gb)
         raise PlanError(f"{facts.size}: training needs more than the {profile.mem_per_node_gb} GB of profile "
                         f"{profile.name}; use a GPU profile (--profile h100_8x80gb) or a smaller model")
 
@@ -323,16 +473,20 @@ def train_layout(facts: ModelFacts, profile: ClusterProfile, t: TrainSettings, f
             for mb in micro:
                 if share % mb:
                     continue
-                mem = train_memory_gb(facts, finetune=ft, zero_stage=z, num_gpus=train_gpus, seq_tokens=seq,
-                                      per_device_batch=mb, lora_rank=t.lora_rank, lora_targets=targets)
+                parts = train_memory(facts, finetune=ft, zero_stage=z, num_gpus=train_gpus, seq_tokens=seq,
+                                     per_device_batch=mb, lora_rank=t.lora_rank, lora_targets=targets, beta=t.beta)
+                mem = parts.total_gb
                 if mem <= budget:
                     gen_gpus = tp if mode is VllmMode.server else g
                     util = GEN_UTILISATION_TRANSFORMERS if mode is VllmMode.none else GEN_UTILISATION
                     hours = train_hours(facts, profile, gen_gpus=gen_gpus, train_gpus=train_gpus,
                                         gen_utilisation=util, **common)
                     reason = (f"{ft.value} fine-tuning, ZeRO-{z}, {mb} seq/GPU: {mem:.1f} of {budget:.1f} GB per GPU "
-                              f"on {g} GPU(s); vLLM {mode.value} TP {tp}; est. {hours:.1f} h")
-                    return TrainLayout(ft, z, mode, g, tp, mb, mem, hours, reason)
+                              f"({parts.describe()}) on {g} GPU(s); vLLM {mode.value} TP {tp}; est. {hours:.1f} h")
+                    if parts.reference_gb:
+                        ref = "a full copy per GPU" if z < 3 else f"sharded over {train_gpus} GPUs"
+                        reason += f"; beta {t.beta:g}: TRL's reference model in bf16, {ref}"
+                    return TrainLayout(ft, z, mode, g, tp, mb, mem, hours, reason, parts.reference_gb)
         return None
 
     for ft in finetunes:
@@ -351,14 +505,15 @@ def train_layout(facts: ModelFacts, profile: ClusterProfile, t: TrainSettings, f
             return dataclasses.replace(best, reason=best.reason + f" (over the {TARGET_TRAIN_HOURS:.0f} h target: "
                                        "the fastest layout the profile allows; requeues past the time limit)")
     most = max(counts)
-    full = train_memory_gb(facts, finetune=Finetune.full, zero_stage=3, num_gpus=most, seq_tokens=seq,
-                           per_device_batch=1, lora_rank=t.lora_rank, lora_targets=targets)
+    full = train_memory(facts, finetune=Finetune.full, zero_stage=3, num_gpus=most, seq_tokens=seq,
+                        per_device_batch=1, lora_rank=t.lora_rank, lora_targets=targets, beta=t.beta)
     lora = train_memory_gb(facts, finetune=Finetune.lora, zero_stage=2, num_gpus=most, seq_tokens=seq,
-                           per_device_batch=1, lora_rank=t.lora_rank, lora_targets=targets)
+                           per_device_batch=1, lora_rank=t.lora_rank, lora_targets=targets, beta=t.beta)
     raise PlanError(f"{facts.size}: training does not fit profile {profile.name} ({profile.gpus_per_node}x"
-                    f"{profile.gpu_mem_gb:g} GB, max_nodes {profile.max_nodes}): at best {full:.1f} GB per GPU "
-                    f"(full, ZeRO-3 over {most} GPUs) or {lora:.1f} GB (LoRA, ZeRO-2) against {usable:.1f} GB usable; "
-                    "use a profile with more GPU memory or nodes, or lower train.rollout_limit")
+                    f"{profile.gpu_mem_gb:g} GB, max_nodes {profile.max_nodes}): at best {full.total_gb:.1f} GB per GPU "
+                    f"(full, ZeRO-3 over {most} GPUs: {full.describe()}) or {lora:.1f} GB (LoRA, ZeRO-2) against "
+                    f"{usable:.1f} GB usable with {1 - USABLE_MEM_FRAC:.0%} headroom; use a profile with more GPU "
+                    "memory or nodes, lower train.rollout_limit, or set train.beta: 0 (no reference model)")
 
 
 # ------------------------------------------------------------- generation and SFT layouts
@@ -427,3 +582,52 @@ def sft_layout(facts: ModelFacts, profile: ClusterProfile, sft: SftSettings, tok
     if chosen is None:
         raise PlanError(f"{facts.size}: SFT does not fit profile {profile.name}; use a profile with more GPU memory")
     return chosen
+
+
+# ------------------------------------------------------------------ stop lead time (issue 22, finding 6)
+# How long before the kill Slurm's warning signal must come (``--signal=USR2@<lead>``) so that the
+# workers can finish the step they are in, write the checkpoint and exit before the time limit.
+CHECKPOINT_WRITE_GBPS = 1.0  # labelled default: sustained write of one node to the shared file system, GB/s (one Lustre/GPFS client writes ~1-3 GB/s; the low end, not measured here)
+CKPT_BYTES_FULL_ZERO = 14  # bytes/param of a DeepSpeed ZeRO checkpoint: bf16 weights 2 (rank 0) + fp32 master 4 + AdamW m, v 8 (sharded over every rank); 14b -> ~207 GB
+CKPT_BYTES_FULL_DDP = 12  # bytes/param under DDP (ZeRO-0), all written by rank 0: fp32 weights 4 + AdamW m, v 8
+CKPT_BYTES_LORA = 12  # bytes/adapter param: fp32 adapter 4 + AdamW m, v 8 (the frozen base is not saved)
+STOP_MARGIN_S = 60  # labelled default: the stop's own overhead (signal forward, barrier, exit, scontrol requeue)
+STOP_LEAD_MIN_S = 300  # labelled default: never less than the fixed lead used before this rule
+STOP_LEAD_MAX_FRAC = 0.5  # labelled default: at most half the time limit (a longer lead leaves no time to train)
+SLURM_SIGNAL_MAX_S = 65535  # Slurm's --signal accepts sig_time up to 0xffff seconds (sbatch(1))
+
+
+def checkpoint_write_s(facts: ModelFacts, *, finetune: Finetune, zero_stage: int, nodes: int, lora_rank: int = 0,
+                       lora_targets: list[str] | tuple[str, ...] = ()) -> tuple[float, float]:
+    """(checkpoint GB, seconds to write it) of one training checkpoint. Under ZeRO every rank
+    writes its shard of the optimizer states (the nodes write in parallel) and rank 0 the bf16
+    weights; under DDP and LoRA rank 0 writes everything; each node at CHECKPOINT_WRITE_GBPS."""
+    n = _count(facts).total
+    if Finetune(finetune) is Finetune.lora:
+        rank0, sharded = CKPT_BYTES_LORA * lora_trainable_params(facts, lora_rank, list(lora_targets)), 0.0
+    elif zero_stage <= 0:
+        rank0, sharded = CKPT_BYTES_FULL_DDP * n, 0.0
+    else:
+        rank0, sharded = 2.0 * n, (CKPT_BYTES_FULL_ZERO - 2) * n
+    node0_bytes = rank0 + sharded / max(1, nodes)
+    return (rank0 + sharded) / 1e9, node0_bytes / (CHECKPOINT_WRITE_GBPS * 1e9)
+
+
+def stop_lead_s(facts: ModelFacts, *, finetune: Finetune, zero_stage: int, nodes: int, hours: float, max_steps: int,
+                staleness: int, timeout_min: int, lora_rank: int = 0,
+                lora_targets: list[str] | tuple[str, ...] = ()) -> tuple[int, str]:
+    """(seconds, reason) of the warning's lead (rule:stop_lead): the longest step (the one that
+    generates the rollouts of ``staleness`` optimiser steps: the mean step ``hours / max_steps``
+    x staleness) + the checkpoint's write (``checkpoint_write_s``) + STOP_MARGIN_S, rounded up to a
+    minute; at least STOP_LEAD_MIN_S, at most STOP_LEAD_MAX_FRAC of the time limit and Slurm's maximum.
+    The stop waits for the end of the current step, then saves: so the sum, not the larger."""
+    step_s = hours * 3600.0 / max(1, max_steps) * max(1, staleness)
+    gb, write_s = checkpoint_write_s(facts, finetune=finetune, zero_stage=zero_stage, nodes=nodes,
+                                     lora_rank=lora_rank, lora_targets=lora_targets)
+    want = int(math.ceil((step_s + write_s + STOP_MARGIN_S) / 60.0)) * 60
+    cap = min(SLURM_SIGNAL_MAX_S, int(timeout_min * 60 * STOP_LEAD_MAX_FRAC))
+    lead = max(STOP_LEAD_MIN_S, min(want, cap))
+    reason = (f"step {step_s:.0f} s + checkpoint {gb:.0f} GB at {CHECKPOINT_WRITE_GBPS:g} GB/s per node "
+              f"({write_s:.0f} s) + {STOP_MARGIN_S} s -> {lead} s"
+              + (f" (capped at {cap} s: half the time limit)" if want > cap and cap >= STOP_LEAD_MIN_S else ""))
+    return lead, reason

@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     except ScalingError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # an OSError without a path: before the OSError branch
+        return _closed_pipe()
     except OSError as err:
         # A file-system error at a named path (a write outside studydir's atomic helpers, e.g. a
         # report's figures folder under a file): the user's environment, not a bug, so one line
@@ -276,6 +278,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _closed_pipe() -> int:
+    """The reader of our stdout went away (``scaling launch ... --dry-run | head``): stop quietly.
+    stdout is pointed at /dev/null so the interpreter's final flush cannot raise again; the exit
+    status is the shell's for a process ended by SIGPIPE (128 + 13), as ``yes | head`` gives."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

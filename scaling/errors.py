@@ -59,6 +59,11 @@ class JobError(ScalingError):
     """A job body cannot run with the RunSpec it was given (missing data, bad checkpoint...)."""
 
 
+class WeightSyncError(JobError):
+    """GRPO's rollout engine (colocated vLLM) does not hold the policy's weights after a weight
+    sync: its rollouts would come from a stale policy (jobs/weight_sync.py)."""
+
+
 class FitError(ScalingError):
     """A trend fit failed or is degenerate (too few sizes, no variance...)."""
 

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import durable
+from . import durable, numerics
 from . import studydir as sd
 from .errors import LaunchError
 from .executors import (Executor, executor_for, local_parallel, make_executor, parallel_for,
@@ -261,8 +261,10 @@ def _print_dry_run(sdir: Path, plan: Plan, ex: Executor) -> None:
         print(head)
         for line in desc.get("sbatch", []):
             print(f"    {line}")
+        if desc.get("command"):
+            print(f"    $ {desc['command']}")
         if "sbatch" not in desc:
-            print("    " + json.dumps({k: v for k, v in desc.items() if k != "executor"}))
+            print("    " + json.dumps({k: v for k, v in desc.items() if k not in ("executor", "command")}))
 
 
 def _plan_json(plan: Plan) -> str:
@@ -308,6 +310,7 @@ def launch(study: Study, plan: Plan, *, executor: str | Executor = "auto", runs_
     """
     name = sd.safe_name(plan.study)
     sdir = resolve_runs_dir(study, runs_dir) / name
+    numerics.mode()  # a bad SCALING_CPU_BF16 is refused before anything is written or submitted
     if dry_run and executor == "auto":
         ex = _dry_run_executor(plan)
     else:
@@ -398,6 +401,7 @@ def resume(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = 
     """Resubmit only runs (array items) that failed or never ran, with their dependencies;
     DONE runs are never rerun, live ones are left alone."""
     sdir, manifest = open_study(study, runs_dir)
+    numerics.mode()  # as launch: a bad SCALING_CPU_BF16 is refused before anything is resubmitted
     ex = executor if not isinstance(executor, str) else executor_for(manifest, executor)
     if ex is None:
         raise LaunchError(f"{sdir}: launched with the {manifest.get('executor')} executor, which is not available "

@@ -32,7 +32,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from .capacity import tp_candidates
+from .capacity import stop_lead_s, tp_candidates
 from .errors import PlanError, RecipeError, RecordError
 from .records import (
     GROUP_SHAPINGS,
@@ -52,7 +52,7 @@ from .records import (
     to_dict,
 )
 from .records.convert import flatten, from_plain
-from .rules import derive_size_settings
+from .rules import VLLM_IS_MODES, derive_size_settings
 from .sizes import size_key
 
 if TYPE_CHECKING:  # the type only: plan runs on any object with Study's fields (tests pass small ones)
@@ -122,6 +122,9 @@ def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSet
     lengths = length_problem(train, model)
     if lengths:
         raise PlanError(f"{size}: {lengths[1]}")
+    if train.vllm_is_mode not in VLLM_IS_MODES or not train.vllm_is_cap > 0:
+        raise PlanError(f"{size}: train.vllm_is_mode={train.vllm_is_mode!r}, vllm_is_cap={train.vllm_is_cap}: TRL accepts "
+                        f"the modes {', '.join(VLLM_IS_MODES)} and a positive cap; set vllm_is_mode: null (rule)")
     if ev.budgets and max(ev.budgets) > model.max_position:
         raise PlanError(f"{size}: eval budget {max(ev.budgets)} exceeds the model's context {model.max_position}; "
                         "drop the larger budgets (eval.budgets)")
@@ -205,6 +208,7 @@ def make_plan(study: Study) -> Plan:
         for stage, warning in est.warnings.items():
             notes[f"{size}:warning:{stage}"] = f"{size}/{warning}"
         notes[f"{size}:train_mem_per_gpu_gb"] = f"{est.train_mem_per_gpu_gb:.1f}"
+        notes[f"{size}:train_ref_mem_gb"] = f"{est.train_ref_mem_gb:.1f}"  # issue 22: the reference model
 
         def spec(stage: str, run_id: str, **kw: Any) -> RunSpec:
             keep = ("model.", f"resources.{stage}.", "seed")
@@ -222,11 +226,12 @@ def make_plan(study: Study) -> Plan:
         gpus = {st: res[st].nodes * res[st].gpus_per_node for st in stages}
 
         def add_job(run: RunSpec, stage: str, after: list[str], hours: float, array: list[str] | None = None,
-                    checkpointable: bool = False) -> float:
+                    checkpointable: bool = False, signal_delay_s: int = 0) -> float:
             gh = hours * gpus[stage]
             jobs.append(JobSpec(name=job_name(study.name, run.run_id), run_id=run.run_id, entry=ENTRIES[stage],
                                 after=after, array=list(array or []), resources=run.resources,
-                                gpu_hours=round(gh, 3), checkpointable=checkpointable, hours=round(hours, 4)))
+                                gpu_hours=round(gh, 3), checkpointable=checkpointable, hours=round(hours, 4),
+                                signal_delay_s=signal_delay_s))
             runs.append(run)
             return gh
 
@@ -237,8 +242,13 @@ def make_plan(study: Study) -> Plan:
             total += add_job(spec("curate", f"{size}/curate", init_from=start_from, train=train, curate=curate, eval=ev),
                              "curate", [start_from] if start_from else [], est.curate_hours or 0.0)
         after = [r for r in (f"{size}/sft" if sft.enabled else "", f"{size}/curate" if curate.enabled else "") if r]
+        # the warning's lead: the longest step + the checkpoint's write (issue 22, finding 6)
+        lead, notes[f"{size}:stop_lead"] = stop_lead_s(
+            facts, finetune=train.finetune, zero_stage=train.zero_stage, nodes=res["train"].nodes,
+            hours=est.train_hours, max_steps=train.max_steps, staleness=train.off_policy_staleness,
+            timeout_min=res["train"].timeout_min, lora_rank=train.lora_rank, lora_targets=list(train.lora_targets))
         total += add_job(spec("train", f"{size}/train", init_from=start_from, train=train, curate=curate), "train",
-                         after, est.train_hours, checkpointable=True)
+                         after, est.train_hours, checkpointable=True, signal_delay_s=lead)
         if "eval" in stages:
             eval_hours = sum(est.eval_hours.values())
             for ck in ev.checkpoints:
@@ -279,32 +289,37 @@ def print_plan(plan: Plan, explain: str | None = None) -> None:
                 else f"CPU only, {p.cpus_per_node} cores, {p.mem_per_node_gb} GB")
     table = Table(title=f"study {plan.study}  ·  profile {p.name} ({hardware})", title_justify="left")
     for col, just in (("size", "left"), ("stage", "left"), ("mode", "left"), ("nodes×GPUs", "right"), ("TP×DP", "right"),
-                      ("tasks", "right"), ("mem GB", "right"), ("time", "right"), ("GPU-h", "right"),
+                      ("tasks", "right"), ("mem GB", "right"), ("GPU GB", "right"), ("time", "right"), ("GPU-h", "right"),
                       ("after", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for job in plan.jobs:
         r = job.resources
         size, stage = job.run_id.split("/", 1)
         run = plan.run(job.run_id)
-        mode = ""
+        mode = gpu_mem = ""
         if run.train is not None and run.stage is Stage.train:
             mode = f"{run.train.finetune.value} Z{run.train.zero_stage} {run.train.vllm_mode.value}"
+            # per-GPU training memory (host memory on a CPU profile); "+ref": of it, TRL's reference model
+            ref = float(plan.notes.get(f"{size}:train_ref_mem_gb", "0") or 0)
+            gpu_mem = plan.notes.get(f"{size}:train_mem_per_gpu_gb", "") + (f" (ref {ref:.1f})" if ref else "")
         table.add_row(
             size, stage, mode, f"{r.nodes}×{r.gpus_per_node}" if gpu else f"{r.nodes}×cpu{r.cpus_per_task}",
-            f"{r.tensor_parallel}×{r.data_parallel}", str(len(job.array) or 1), str(r.mem_gb),
+            f"{r.tensor_parallel}×{r.data_parallel}", str(len(job.array) or 1), str(r.mem_gb), gpu_mem,
             f"{r.timeout_min // 60}:{r.timeout_min % 60:02d}" + (" ↻" if job.checkpointable else ""),
             _hours(job.gpu_hours) if gpu else "-", ", ".join(job.after) or "-",
         )
     table.add_section()
     sizes = len({r.size for r in plan.runs})
-    table.add_row("total", f"{sizes} sizes", f"{len(plan.runs)} runs", "", "", "", "", "",
+    table.add_row("total", f"{sizes} sizes", f"{len(plan.runs)} runs", "", "", "", "", "", "",
                   _hours(plan.gpu_hours) if gpu else "-", "")
     console.print(table)
     for key, warning in plan.notes.items():
         if ":warning:" in key:
             console.print(f"[yellow]warning[/yellow]: {warning}")
-    console.print("time = Slurm time limit (h:mm); ↻ = checkpointable, requeues past the limit. GPU-h are "
-                  "estimates (scaling/rules.py, docs/recipes.md).  --explain SIZE shows where every value came from.")
+    console.print("mem GB = host memory of the job's node(s); GPU GB = estimated training memory per GPU, (ref X) of "
+                  "it TRL's reference model (beta > 0).  time = Slurm time limit (h:mm); ↻ = checkpointable, requeues "
+                  "past the limit. GPU-h are estimates (scaling/rules.py, docs/recipes.md).  --explain SIZE shows where "
+                  "every value came from.")
 
 
 def _print_explain(console: Any, plan: Plan, size: str) -> None:
@@ -358,7 +373,9 @@ def _print_explain(console: Any, plan: Plan, size: str) -> None:
     console.print("estimated GPU-hours: " + ", ".join(f"{k} {_hours(v)}" for k, v in job_hours.items())
                   + f"; training est. {plan.notes.get(key + ':train_hours', '?')} h wall, "
                   f"{plan.notes.get(key + ':train_mem_per_gpu_gb', '?')} GB "
-                  + ("per GPU" if plan.profile.gpus_per_node > 0 else "of host memory"))
+                  + ("per GPU" if plan.profile.gpus_per_node > 0 else "of host memory")
+                  + (f"; stop warning lead (rule:stop_lead): {plan.notes[key + ':stop_lead']}"
+                     if key + ":stop_lead" in plan.notes else ""))
 
 
 def plan_to_json(plan: Plan) -> str:

@@ -11,6 +11,7 @@ What it does
 
 Public functions
     lr_by_size, rollout_limit, target_length, prompts_per_step, mini_batch   the paper's rules
+    vllm_is_mode   TRL's trainer-vs-vLLM importance-sampling correction (labelled default)
     derive_size_settings   facts + profile + settings -> derived settings, resources, estimates
 
 How to see it
@@ -73,6 +74,16 @@ LORA_LR_MULTIPLIER = 10.0  # labelled default: LoRA's best lr is ~10x full FT ("
 TOKEN_ROUNDING = 512  # labelled default: derived token limits are multiples of 512
 DEFAULT_DATASET_ROWS = 40315  # DeepScaleR-Preview-Dataset rows (curation reads all of them unless max_prompts)
 DEFAULT_SFT_ROWS = 10000  # labelled default: SFT traces when the recipe does not cap rows or steps
+# TRL 1.16's vLLM importance-sampling correction (GRPOConfig.vllm_importance_sampling_mode). Its default,
+# "sequence_mask", sums the trainer-vs-vLLM log-ratio over the whole completion and zeroes the loss of
+# every completion whose exp(sum) leaves [C_min, C_max] (trl/trainer/grpo_trainer.py, "Compute the
+# importance sampling ratio when using vLLM"): the longer a completion, the more per-token mismatch it
+# sums, so long completions are dropped more often -- a length filter inside a study of length.
+# Labelled default: "token_truncate", truncated importance sampling per token (TIS, Yao et al. 2025,
+# "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training"): each token's ratio is
+# clipped at vllm_is_cap and no completion is dropped, whatever its length.
+VLLM_IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")  # what TRL 1.16 accepts
+VLLM_IS_MODE = "token_truncate"  # labelled default (see above)
 DEFAULT_BENCHMARK_PROBLEMS = 500  # labelled default: problems of a benchmark not in the table below
 # Public sizes of the shipped benchmarks (used for time estimates only)
 BENCHMARK_PROBLEMS = {"aime24": 30, "aime25": 30, "amc": 83, "amc23": 40, "math500": 500, "minerva": 272,
@@ -122,6 +133,13 @@ def prompts_per_step(facts: ModelFacts) -> int:
     otherwise 32 (8B, 14B, 32B and 30B-A3B are not stated by Art: labelled extension)."""
     total = facts.params_total or count_params(facts).total
     return ART_SMALL_PROMPTS if total < ART_SMALL_MAX_PARAMS else ART_LARGE_PROMPTS
+
+
+def vllm_is_mode() -> str:
+    """TRL's vLLM importance-sampling mode: VLLM_IS_MODE ("token_truncate"), not TRL's default
+    "sequence_mask", whose whole-completion ratio drops long completions more often than short ones
+    (a length filter; see the comment at VLLM_IS_MODES). Labelled default, not a paper's value."""
+    return VLLM_IS_MODE
 
 
 def mini_batch(prompts: int, staleness: int) -> int:
@@ -208,6 +226,10 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
     if t.prompts_per_step is None:
         put("train", "prompts_per_step", prompts_per_step(facts), "prompts_per_step",
             f"{facts.params_total / 1e9:.1f}B total params: Art used 128 below 3B, 32 from 4B")
+    if t.vllm_is_mode is None:
+        put("train", "vllm_is_mode", vllm_is_mode(), "vllm_is_mode",
+            f"per-token truncated IS, capped at {t.vllm_is_cap:g}: drops no completion for its length "
+            "(TRL's default sequence_mask sums the log-ratio over the whole completion)")
     if t.mini_batch_prompts is None:
         put("train", "mini_batch_prompts", mini_batch(t.prompts_per_step, t.off_policy_staleness), "mini_batch",
             f"prompts_per_step / off_policy_staleness {t.off_policy_staleness}")
@@ -236,7 +258,7 @@ def derive_size_settings(facts: ModelFacts, profile: ClusterProfile, method_cfg:
         _warn_if_over(warnings, "train", lay.hours, profile, "the profile does not requeue: lower train.max_steps or "
                       "use a larger profile")
     est.update(train_hours=lay.hours, train_gpu_hours=lay.hours * max(lay.gpus, 0),
-               train_mem_per_gpu_gb=lay.mem_per_gpu_gb, train_requeues=max(0, math.ceil(lay.hours * 60 / limit) - 1))
+               train_mem_per_gpu_gb=lay.mem_per_gpu_gb, train_ref_mem_gb=lay.ref_gb, train_requeues=max(0, math.ceil(lay.hours * 60 / limit) - 1))
 
     # ---- evaluation: one array task per benchmark
     max_budget = max(ev.budgets) if ev.budgets else t.rollout_limit

@@ -89,6 +89,25 @@ def sbatch_script(params: dict[str, Any], *, folder: str | Path = "<study>/<size
     return _submitit_slurm._make_sbatch_string(command=command, folder=folder, **kwargs)
 
 
+def sbatch_command(folder: str | Path) -> str:
+    """The command line submitit runs for one submission (``SlurmExecutor._make_submission_command``,
+    which uses no executor state: called unbound, so no Slurm client is needed). submitit names the
+    file ``.submission_file_<uuid>.sh`` in the job's log folder; the uuid is drawn at submission."""
+    path = Path(folder).expanduser().absolute() / ".submission_file_<uuid>.sh"  # as submitit's executor folder
+    return " ".join(_submitit_slurm.SlurmExecutor._make_submission_command(None, path))  # type: ignore[arg-type]
+
+
+SLURM_CLIENT = ("sbatch", "squeue", "srun")
+
+
+def require_client() -> None:
+    """Refuse (one line) to run a Slurm command where the client is not installed."""
+    missing = [c for c in SLURM_CLIENT if shutil.which(c) is None]
+    if missing:
+        raise LaunchError(f"--executor slurm: {', '.join(missing)} not found on PATH; run on a Slurm login "
+                          "node, look at the jobs with --dry-run (needs no Slurm), or use --executor local")
+
+
 # --------------------------------------------------------------------- job wrappers
 class CheckpointableBody(SupervisedBody, submitit.helpers.Checkpointable):
     """Training job body (``JobSpec.checkpointable``): ``supervise.SupervisedBody`` (the workers,
@@ -102,11 +121,16 @@ class CheckpointableBody(SupervisedBody, submitit.helpers.Checkpointable):
         """Wait (bounded) for the workers to save and exit, then requeue a fresh copy."""
         self.stop_workers()
         fresh = CheckpointableBody(self.entry, self.run_yaml, self.item)
+        fresh.stop_lead_s = self.stop_lead_s
         return submitit.helpers.DelayedSubmission(fresh, *args, **kwargs)
 
 
 def wrap_body(job: JobSpec, body: JobBody) -> JobBody:
-    return CheckpointableBody(body.entry, body.run_yaml, body.item) if job.checkpointable and not body.item else body
+    if not job.checkpointable or body.item:
+        return body
+    wrapped = CheckpointableBody(body.entry, body.run_yaml, body.item)
+    wrapped.stop_lead_s = int(job.signal_delay_s or 0)  # what --signal gives it (slurmformat.executor_params)
+    return wrapped
 
 
 # -------------------------------------------------------------------------- commands
@@ -357,23 +381,22 @@ class SlurmSubmitit(SubmititExecutor):
     name = "slurm"
     handles_dependencies = True
 
-    def __init__(self, kind: str, profile: ClusterProfile):
-        missing = [c for c in ("sbatch", "squeue", "srun") if shutil.which(c) is None]
-        if missing:
-            raise LaunchError(f"--executor slurm: {', '.join(missing)} not found on PATH; run on a Slurm login "
-                              "node or use --executor local")
-        super().__init__(kind, profile)
-
+    # Building one needs no Slurm client: ``describe`` (the dry run) renders with submitit's own
+    # module-level helpers, which run nothing. Every method that runs a Slurm command (preflight,
+    # submit, states, cancel) checks the client first (``require_client``).
     def describe(self, job: JobSpec, *, items: list[str], after: list[str], folder: Path) -> dict[str, Any]:
         params = executor_params(job, self.profile)
         script = sbatch_script(params, folder=folder, map_count=len(items) if items else None,
                                dependency=dependency_string(after) if after else None)
-        return {"executor": "slurm", "params": params, "sbatch": sbatch_lines(script)}
+        return {"executor": "slurm", "params": params, "sbatch": sbatch_lines(script),
+                "command": sbatch_command(folder)}
 
     def preflight(self, jobs: list[JobSpec]) -> list[str]:
+        require_client()
         return preflight(jobs, self.profile)
 
     def _executor(self, job: JobSpec, folder: Path, after: list[str]) -> Any:
+        require_client()
         params = executor_params(job, self.profile)
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
         dep = dependency_string(after)
@@ -383,11 +406,13 @@ class SlurmSubmitit(SubmititExecutor):
         return ex
 
     def states(self, job_ids: list[str], folders: dict[str, Path]) -> dict[str, dict[str, Any]]:
+        require_client()
         return slurm_states(job_ids, folders)
 
     def cancel(self, job_ids: list[str]) -> None:
         if not job_ids:
             return
+        require_client()
         res = _run(["scancel", *sorted(set(job_ids))])
         if res.returncode != 0:
             raise LaunchError(f"scancel failed: {' '.join(res.stderr.split())}")

@@ -61,7 +61,9 @@ def executor_params(job: JobSpec, profile: ClusterProfile) -> dict[str, Any]:
             params[f"slurm_{key}"] = str(value)
     if profile.setup:
         params["slurm_setup"] = [str(line) for line in profile.setup]
-    params["slurm_signal_delay_s"] = SIGNAL_DELAY_CHECKPOINT_S if job.checkpointable else SIGNAL_DELAY_DEFAULT_S
+    # checkpointable: the plan's lead for this job (capacity.stop_lead_s: longest step + checkpoint write)
+    params["slurm_signal_delay_s"] = (int(job.signal_delay_s or SIGNAL_DELAY_CHECKPOINT_S) if job.checkpointable
+                                      else SIGNAL_DELAY_DEFAULT_S)
     if job.array:
         params["slurm_array_parallelism"] = int(min(len(job.array), max(1, profile.array_parallelism)))
     additional: dict[str, Any] = dict(_COMMON_SBATCH)

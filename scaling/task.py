@@ -222,8 +222,24 @@ def parse_task_uri(uri: str) -> tuple[str, int, TaskConfig, bool]:
         n_rows = int(n)
     except ValueError as exc:
         raise RecipeError(f"{uri}: parameters must be integers ({exc})", key="dataset.source") from exc
+    # the job's rules, here so that `scaling check` refuses what load_task would (one home)
+    if split not in SPLITS:
+        raise RecipeError(f"{uri}: unknown split {split!r}{_did_you_mean(split, SPLITS)}; use split= one of "
+                          f"{', '.join(SPLITS)}", key="dataset.source")
+    if n_rows < 1:
+        raise RecipeError(f"{uri}: n={n_rows} must be >= 1 (the number of problems); set n= to a positive count",
+                          key="dataset.source")
+    if trace_flag not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise RecipeError(f"{uri}: trace={trace_flag!r} must be 0 or 1", key="dataset.source")
     with_trace = trace_flag in ("1", "true", "yes") or (trace_flag == "" and split == "train")
     return split, n_rows, cfg, with_trace
+
+
+def _did_you_mean(word: str, known: tuple[str, ...]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def is_task_uri(source: str) -> bool:

@@ -218,6 +218,7 @@ def check_size(size: str, s: SizeSettings, prov: dict[str, str], default_src: st
     if lt is not None and lt < 1:
         raise fail("train.reward.target_length", f"must be a positive token count, got {lt}")
     _check_values(s, fail)
+    _check_sources(s, fail)
     c = s.curate
     if not 0 <= c.min_pass_rate < c.max_pass_rate <= 1:
         raise fail("curate.min_pass_rate", f"need 0 <= min_pass_rate < max_pass_rate <= 1, got "
@@ -305,20 +306,32 @@ def _get_path(obj: Any, dotted: str) -> Any:
     return obj
 
 
+def _check_sources(s: SizeSettings, fail: Any) -> None:
+    """The datasets the jobs will load: ``train.dataset`` (curation and GRPO) always, ``sft.dataset``
+    when SFT runs. The rule is the job's own (``jobs.data.source_problem``): a ``task://`` URI that
+    does not parse (unknown parameter, split, n < 1), a local file that is not there."""
+    from .jobs.data import source_problem  # stdlib-only module; datasets is imported only when loading
+
+    for key, spec, runs in (("train.dataset", s.train.dataset, True), ("sft.dataset", s.sft.dataset, s.sft.enabled)):
+        problem = source_problem(spec.source) if runs else None
+        if problem is not None:
+            raise fail(f"{key}.source", problem)
+
+
 def _check_benchmarks(names: list[str], fail: Any) -> None:
+    from .jobs.data import source_problem  # the evaluation job's rule for the data it loads
+
     known = known_benchmarks()
     for b in names:
         if b in known or b.endswith((".yaml", ".yml")):  # a benchmark YAML: check it as the job will
-            load_benchmark(b)
+            spec = load_benchmark(b)
+            problem = source_problem(spec.location)
+            if problem is not None:
+                raise fail(f"benchmark {b}: {problem}")
             continue
-        if b.endswith((".jsonl", ".json", ".parquet")):
-            continue
-        if b.startswith("task://"):  # a generated set (scaling.task), as load_benchmark accepts
-            from .task import parse_task_uri  # here, not at module level: only tiny-ladder studies name one
-
-            try:
-                parse_task_uri(b)
-            except RecipeError as err:
-                raise fail(err.reason) from None
+        if b.endswith((".jsonl", ".json", ".parquet")) or b.startswith("task://"):  # a data file, a generated set
+            problem = source_problem(b)
+            if problem is not None:
+                raise fail(problem)
             continue
         raise fail(f"unknown benchmark {b!r}{did_you_mean(b, known)}; add recipes/benchmarks/{b}.yaml")

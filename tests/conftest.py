@@ -65,3 +65,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     top-level conftest when it is run as ``pytest tests ...``."""
     parser.addoption("--slurm", action="store_true", default=False,
                      help="run the real single-node Slurm tests (start slurm/ci/start_cluster.sh first)")
+
+
+@pytest.fixture(scope="session")
+def no_slurm_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PATH value with every executable of this machine's PATH except Slurm's client and daemons
+    (``tests/pathenv.py``): the laptop commands are run under it, whatever this machine has."""
+    from tests.pathenv import path_without_slurm
+
+    return path_without_slurm(tmp_path_factory.mktemp("no-slurm-path"))
+
+
+@pytest.fixture
+def off_cluster(no_slurm_path: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This process as on a laptop: no Slurm client on PATH, no SLURM_CONF. Returns the PATH."""
+    monkeypatch.setenv("PATH", no_slurm_path)
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    return no_slurm_path

@@ -17,18 +17,47 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import JobError
+from ..errors import JobError, RecipeError
 from ..records import DatasetSpec
-from ..task import is_task_uri, load_task
+from ..task import is_task_uri, load_task, parse_task_uri
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def source_problem(source: str) -> str | None:
+    """What a job refuses about a dataset source before loading anything, as one message without
+    the key (None: it may load). The one home of the rule: ``_load_rows`` raises it, and
+    ``scaling check`` (validate.check_size) refuses the recipe with it. A ``task://`` URI must parse
+    (``task.parse_task_uri``: known parameters, split, n >= 1); a local path (a .jsonl/.json/.parquet
+    name, or anything that exists) must be a file of a known format. A relative path is read from
+    the working directory, which a job shares with the command that launched it. Hub ids are checked
+    only by loading them (no network here)."""
+    if not source:
+        return "is empty; set it to a hub id, a .jsonl/.parquet path or a task:// URI"
+    if is_task_uri(source):
+        try:
+            parse_task_uri(source)
+        except RecipeError as err:
+            return err.reason
+        return None
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in LOCAL_FORMATS or path.exists():
+        if not path.is_file():
+            return (f"{path} does not exist (a local file must be .jsonl or .parquet; a relative path is read "
+                    f"from the directory you launch from, here {Path.cwd()}); give an existing file, a hub id "
+                    "or a task:// URI")
+        if suffix not in LOCAL_FORMATS:
+            return f"{path}: unknown format {suffix!r}; use .jsonl or .parquet"
+    return None
 
 
 def _load_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
     """Raw rows of ``spec.source`` (no column mapping yet)."""
     source = spec.source
-    if not source:
-        raise JobError("dataset.source is empty; set it to a hub id, a .jsonl/.parquet path or a task:// URI")
+    problem = source_problem(source)
+    if problem is not None:
+        raise JobError(f"dataset.source: {problem}")
     if is_task_uri(source):
         return load_task(source)
     path = Path(source).expanduser()
@@ -36,10 +65,6 @@ def _load_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
     import datasets
 
     if suffix in LOCAL_FORMATS or path.exists():
-        if not path.is_file():
-            raise JobError(f"dataset.source: {path} does not exist (a local file must be .jsonl or .parquet)")
-        if suffix not in LOCAL_FORMATS:
-            raise JobError(f"dataset.source: {path}: unknown format {suffix!r}; use .jsonl or .parquet")
         ds = datasets.load_dataset(LOCAL_FORMATS[suffix], data_files=str(path), split="train")
     else:
         try:

@@ -21,13 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import numerics
 from ..durable import mark_done
 from ..errors import JobError
 from ..records import Finetune, RunSpec
 from .common import job_main, read_run, start_job
 from .data import build_prompt, load_problems
 from .models import resolve_model
-from .train_config import world_size
+from .train_config import model_dtype, world_size
 from .trainer_hooks import newest_checkpoint, save_final_model, trainer_callbacks
 
 
@@ -70,21 +71,13 @@ CPU_BF16_MIN_HIDDEN = 128  # labelled default: the smallest measured width where
 CPU_MAX_PER_DEVICE = 4  # labelled default, measured
 
 
-def cpu_has_bf16() -> bool:
-    """True where the CPU does bf16 dot products in hardware (AVX512-BF16 or AMX-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
 def sft_bf16(run: RunSpec, device: str) -> bool:
-    """bf16 mixed precision for SFT: always on CUDA; on CPU only with hardware bf16 and a model
-    at least ``CPU_BF16_MIN_HIDDEN`` wide (narrower ones were slower in bf16: fp32 there)."""
+    """bf16 mixed precision for SFT: always on CUDA; on CPU only with hardware bf16 (or
+    ``SCALING_CPU_BF16=1``; ``=0`` forces fp32: ``scaling/numerics.py``) and a model at least
+    ``CPU_BF16_MIN_HIDDEN`` wide (narrower ones were slower in bf16: fp32 there)."""
     if device == "cuda":
         return True
-    return cpu_has_bf16() and int(run.model.hidden_size or 0) >= CPU_BF16_MIN_HIDDEN
+    return numerics.cpu_bf16_allowed() and int(run.model.hidden_size or 0) >= CPU_BF16_MIN_HIDDEN
 
 
 def numerics_env(threads: int) -> dict[str, Any]:
@@ -94,7 +87,7 @@ def numerics_env(threads: int) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
     import platform
 
-    out: dict[str, Any] = {"threads": threads, "cpu": platform.processor() or platform.machine(), "cpu_bf16": cpu_has_bf16()}
+    out: dict[str, Any] = {"threads": threads, "cpu": platform.processor() or platform.machine(), **numerics.describe()}
     try:
         out["cpu"] = next(
             line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -164,9 +157,8 @@ def main(run_yaml: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32
-    )
+    # fp32 master weights: SFT runs without DeepSpeed, bf16 only through autocast (train_config.model_dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, model_dtype(run, device)))
     _, stop_cb = trainer_callbacks(run, job_dir)
     trainer = SFTTrainer(
         model=model,
@@ -182,7 +174,7 @@ def main(run_yaml: str) -> None:
         if stop_cb.received is None:
             stop_cb.uninstall()
     if stop_cb.received is not None:
-        stop_cb.hand_over()
+        stop_cb.hand_over(trainer)  # barrier, stops.jsonl, exit 0
         return
     save_final_model(trainer, tokenizer, job_dir, Finetune.full)
     if trainer.is_world_process_zero():

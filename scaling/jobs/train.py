@@ -14,10 +14,11 @@ Run it:  ``python -m scaling.jobs.train runs/<study>/<size>/train/run.yaml``  (t
 multi-GPU worker that ``accelerate launch`` starts; see jobs/distributed.py).
 
 Requeue contract: it always resumes from the newest ``checkpoints/checkpoint-*``; on SIGUSR1 or
-SIGTERM (to any rank: the ranks agree on the stop step) it finishes the current optimiser step,
-saves a checkpoint, appends ``{step, signal, checkpoint}`` to ``stops.jsonl``, then hands the signal to the
-previous handler (submitit's, which requeues the job) — so a requeued job continues and ends
-with the same total number of steps.
+SIGTERM (to any rank: the ranks agree on the stop step), or the supervisor's stop-request file
+(a request made during start-up, before the handler exists, is honoured at the first step), it
+finishes the current optimiser step, saves a checkpoint, waits for every rank, appends
+``{step, signal, checkpoint}`` to ``stops.jsonl`` and exits 0; the supervisor (supervise.py)
+requeues the job — so a requeued job continues and ends with the same total number of steps.
 
 Departs from the paper (Art, arXiv 2602.20945): off-policy staleness S is expressed as TRL's
 ``steps_per_generation`` (one rollout batch feeds S optimiser steps); the entropy bonus of the
@@ -27,7 +28,6 @@ are dropped (TRL 1.16 has no prompt truncation), and the count is printed.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -41,8 +41,9 @@ from ..studydir import study_ref
 from .common import job_main, read_run, start_job
 from .data import build_prompt, load_problems, repair_jsonl
 from .models import resolve_model, without_router_logits
-from .train_config import lora_config, make_grpo_config
+from .train_config import lora_config, make_grpo_config, model_dtype
 from .trainer_hooks import SIGNALS_JSONL, newest_checkpoint, save_final_model, trainer_callbacks, write_signals_parquet
+from .weight_sync import install_weight_sync_check
 
 CURATED_FILE = "problems.jsonl"  # written by jobs/curate.py into <size>/curate/
 
@@ -129,13 +130,16 @@ def main(run_yaml: str) -> None:
     run, job_dir, study_dir = job.run, job.job_dir, job.study_dir
     t = run.train
     assert t is not None
+    # the stop handler first: a signal during model or vLLM start-up is kept and honoured at the first step
+    signals_cb, stop_cb = trainer_callbacks(run, job_dir)
+    stop_cb.install()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model_path = resolve_model(run, study_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     config = make_grpo_config(run, job_dir, device)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = getattr(torch, model_dtype(run, device))  # fp32 master weights where no DeepSpeed stage keeps them
     # MoE: no router loss in GRPO (rollouts generate with this model; see without_router_logits)
     model = without_router_logits(AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype))
     eos = {tokenizer.eos_token_id} | set(_as_list(getattr(model.generation_config, "eos_token_id", None)))
@@ -149,7 +153,6 @@ def main(run_yaml: str) -> None:
         tokenizer=tokenizer,
         think_start=run.model.think_start or "<think>",
     )
-    signals_cb, stop_cb = trainer_callbacks(run, job_dir)
     trainer_cls = masking_trainer_class()
     trainer = trainer_cls(
         model=model,
@@ -160,7 +163,8 @@ def main(run_yaml: str) -> None:
         peft_config=lora_config(run) if t.finetune is Finetune.lora else None,
         callbacks=[signals_cb, stop_cb],
     )
-    stop_cb.install()
+    install_weight_sync_check(trainer)  # colocated vLLM: a real sync on CPU, then verified (jobs/weight_sync.py)
+    stop_cb.install()  # again, in case the trainer's start-up (vLLM) replaced our handlers
     acc = trainer.accelerator
     if acc.is_main_process:  # what the launcher really started (the distributed tests read this line)
         ds = getattr(acc.state, "deepspeed_plugin", None)
@@ -176,11 +180,7 @@ def main(run_yaml: str) -> None:
         if stop_cb.received is None:
             stop_cb.uninstall()
     if stop_cb.received is not None:
-        if trainer.is_world_process_zero():  # a record of each graceful stop: step, signal, checkpoint
-            with open(job_dir / "stops.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"step": int(trainer.state.global_step), "signal": int(stop_cb.received),
-                                     "checkpoint": newest_checkpoint(job_dir)}) + "\n")
-        stop_cb.hand_over()  # checkpoint saved; requeue (submitit) or exit
+        stop_cb.hand_over(trainer)  # checkpoint saved: barrier, stops.jsonl, then exit 0 (the supervisor requeues)
         return
     save_final_model(trainer, tokenizer, job_dir, Finetune(t.finetune or Finetune.full))
     if not trainer.is_world_process_zero():

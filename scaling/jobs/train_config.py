@@ -13,13 +13,52 @@ from typing import Any
 
 from ..errors import JobError
 from ..plan import whole_groups_problem
-from ..records import RunSpec, VllmMode
+from ..rules import VLLM_IS_MODE
+from ..records import Finetune, RunSpec, VllmMode
 from .vllm_generate import vllm_cpu_build
 
 EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]  # fused MoE experts (transformers 5)
 # labelled default: how long TRL's client waits for the vLLM server (TRL's 240 s is short for a cold
 # 14B/30B server: weights from a shared filesystem + CUDA-graph capture take minutes)
 VLLM_SERVER_TIMEOUT_S = 1200.0
+
+
+def model_dtype(run: RunSpec, device: str) -> str:
+    """The dtype the job loads the model in ("float32" or "bfloat16"; issue 22, finding 2).
+
+    Training runs in bf16 mixed precision on GPU (``bf16=True``: accelerate wraps the forward in
+    ``torch.autocast``, it keeps the parameters' own dtype). So the weights the optimiser updates
+    are fp32 only if they are loaded in fp32, or if DeepSpeed keeps an fp32 master copy:
+
+    * full fine-tuning on ZeRO-0 (DDP, ``zero_stage`` 0/None) and every SFT job (no DeepSpeed):
+      "float32" -- else AdamW at lr 1e-6 moves almost no bf16 weight (a bf16 weight of 0.02 has a
+      step of ~1.2e-4; tests/integration/test_master_weights.py measures it);
+    * DeepSpeed ZeRO 1-3: "bfloat16" (its bf16 optimiser keeps fp32 master weights and moments);
+    * LoRA: "bfloat16" for the frozen base (peft's ``autocast_adapter_dtype`` keeps the adapters
+      that train in fp32);
+    * CPU: "float32" (bf16 autocast there is a speed choice, jobs/sft.sft_bf16).
+
+    capacity.train_memory counts the same bytes (DDP_MASTER_BYTES .. AUTOCAST_COPY_BYTES)."""
+    if device != "cuda":
+        return "float32"
+    t = run.train
+    if t is None:  # SFT: one process per GPU without DeepSpeed
+        return "float32"
+    if Finetune(t.finetune or Finetune.full) is Finetune.lora:
+        return "bfloat16"
+    return "float32" if not t.zero_stage else "bfloat16"
+
+
+def reference_model_kwargs(run: RunSpec, device: str) -> dict[str, Any] | None:
+    """``GRPOConfig.model_init_kwargs``: TRL 1.16 builds its reference model (beta > 0, full
+    fine-tuning) with these kwargs, and in the policy's dtype when they name none
+    (``model_init_kwargs.setdefault("dtype", self.model.dtype)``). On GPU the policy may be fp32
+    for its master weights (model_dtype); the reference only scores, so it is built in bf16
+    (capacity.REF_BYTES counts 2 B/param). None where there is no reference model, and on CPU."""
+    t = run.train
+    if device != "cuda" or t is None or not t.beta > 0 or Finetune(t.finetune or Finetune.full) is Finetune.lora:
+        return None
+    return {"dtype": "bfloat16"}
 
 
 def vllm_runs_on_cpu() -> bool:
@@ -120,6 +159,11 @@ def make_grpo_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str)
         scale_rewards=t.scale_rewards,
         mask_truncated_completions=t.mask_truncated_completions,
         num_iterations=1,
+        # --- trainer-vs-vLLM importance sampling (rule:vllm_is_mode; TRL's default sequence_mask drops
+        # long completions more often); TRL logs sampling/importance_sampling_ratio/* -> signals.parquet
+        vllm_importance_sampling_correction=True,
+        vllm_importance_sampling_mode=t.vllm_is_mode or VLLM_IS_MODE,
+        vllm_importance_sampling_clip_max=float(t.vllm_is_cap),
         # --- batch: prompts_per_step × N completions per rollout batch, S optimiser steps each
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accum,
@@ -136,8 +180,9 @@ def make_grpo_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str)
         log_completions=False,
         disable_tqdm=not sys.stderr.isatty(),
         # --- device
-        bf16=cuda,
+        bf16=cuda,  # autocast; the weights keep model_dtype's dtype (fp32 master weights on DDP)
         use_cpu=not cuda,
+        model_init_kwargs=reference_model_kwargs(run, device),
         gradient_checkpointing=bool(t.gradient_checkpointing and cuda),
         use_vllm=use_vllm,
         vllm_mode=mode.value if use_vllm else "colocate",

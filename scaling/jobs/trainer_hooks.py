@@ -22,6 +22,8 @@ from .models import without_router_logits
 
 SIGNALS_JSONL = "signals.jsonl"
 SIGNALS_PARQUET = "signals.parquet"
+STOPS_JSONL = "stops.jsonl"  # one line per graceful stop (supervise.STOPS_FILE reads it)
+STOP_FILE_ENV = "SCALING_STOP_FILE"  # the supervisor's stop-request file (supervise.STOP_FILE_ENV)
 
 
 def _ratio(logs: dict[str, Any], num: str, den: str) -> float:
@@ -34,8 +36,9 @@ def _ratio(logs: dict[str, Any], num: str, den: str) -> float:
 def signal_row(run: RunSpec, step: int, logs: dict[str, Any]) -> TrainSignal | None:
     """One TrainSignal from a TRL log dict (None for logs without rollout metrics).
 
-    TRL supplies reward, reward_std, frac_reward_zero_std, completions/*, entropy, kl; the
-    reward's ``signals/*`` sums and counts give the pooled per-class lengths and accuracy.
+    TRL supplies reward, reward_std, frac_reward_zero_std, completions/*, entropy, kl and, with
+    vLLM rollouts, its importance-sampling metrics (sampling/*); the reward's ``signals/*`` sums
+    and counts give the pooled per-class lengths and accuracy.
     """
     if "reward" not in logs:
         return None
@@ -61,6 +64,12 @@ def signal_row(run: RunSpec, step: int, logs: dict[str, Any]) -> TrainSignal | N
         zero_std_frac=get("frac_reward_zero_std"),
         entropy=get("entropy"),
         kl=get("kl"),
+        # TRL's vLLM importance-sampling metrics (logged only when rollouts come from vLLM)
+        is_ratio_min=get("sampling/importance_sampling_ratio/min"),
+        is_ratio_mean=get("sampling/importance_sampling_ratio/mean"),
+        is_ratio_max=get("sampling/importance_sampling_ratio/max"),
+        logp_diff_mean=get("sampling/sampling_logp_difference/mean"),
+        logp_diff_max=get("sampling/sampling_logp_difference/max"),
     )
 
 
@@ -106,21 +115,39 @@ def trainer_callbacks(run: RunSpec, job_dir: Path) -> tuple[Any, Any]:
             write_signals_parquet(job_dir)
 
     class StopOnSignal(TrainerCallback):
-        """SIGUSR1/SIGTERM -> save a checkpoint at the end of the current step and stop."""
+        """SIGUSR1/SIGTERM, or the supervisor's stop-request file (``SCALING_STOP_FILE``, see
+        supervise.py: a request made before ``install`` could hear it, during model or vLLM
+        start-up) -> save a checkpoint at the end of the current step (the first step, for a
+        request made during start-up) and stop. ``hand_over`` then waits for every rank and
+        returns, so the workers exit 0 together (torchrun SIGKILLs the rest of a group 30 s after
+        one worker fails: a rank 0 still saving would be killed mid-save)."""
 
         def __init__(self) -> None:
             self.received: int | None = None
             self.previous: dict[int, Any] = {}
+            self.stop_file = os.environ.get(STOP_FILE_ENV) or None
 
         def install(self) -> None:
+            """Install the handlers; idempotent (a second call re-installs ours if a library
+            replaced them meanwhile, and keeps the handlers from before the first call)."""
             for sig in (signal.SIGUSR1, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
+                current = signal.signal(sig, self._handle)
+                if sig not in self.previous:
+                    self.previous[sig] = current
 
         def _handle(self, signum, frame):
             print(f"[train] received signal {signum}: saving a checkpoint at the end of this step", flush=True)
             self.received = signum
 
+        def _requested(self) -> None:
+            """A stop request the signal handler could not hear (the file outlives the signal)."""
+            if self.received is None and self.stop_file and os.path.exists(self.stop_file):
+                print(f"[train] stop requested ({self.stop_file}): saving a checkpoint at the end of this step",
+                      flush=True)
+                self.received = int(signal.SIGUSR1)
+
         def on_step_end(self, args, state, control, **kwargs):
+            self._requested()
             if self._any_rank_received(args):
                 if self.received is None:  # another rank heard it first: stop at the same step
                     self.received = int(signal.SIGUSR1)
@@ -147,16 +174,26 @@ def trainer_callbacks(run: RunSpec, job_dir: Path) -> tuple[Any, Any]:
             for sig, handler in self.previous.items():
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
-        def hand_over(self) -> None:
-            """After the checkpoint is saved: give the signal to whoever handled it before us."""
+        def hand_over(self, trainer: Any = None) -> None:
+            """After the checkpoint is saved: wait for every rank (a barrier: in DDP only rank 0
+            writes the model and optimizer, the others return from ``train()`` at once), record
+            the stop in ``stops.jsonl`` (rank 0: step, signal, checkpoint; the supervisor reads it),
+            give the signal to whoever handled it before us, and return: the worker exits 0."""
             signum = self.received
             if signum is None:
                 return
+            if trainer is not None:
+                trainer.accelerator.wait_for_everyone()
+                if trainer.is_world_process_zero():
+                    with open(job_dir / STOPS_JSONL, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps({"step": int(trainer.state.global_step), "signal": int(signum),
+                                             "checkpoint": newest_checkpoint(job_dir)}) + "\n")
+                        fh.flush()
+                        os.fsync(fh.fileno())
             prev = self.previous.get(signum)
             self.uninstall()
             if callable(prev):
                 prev(signum, None)
-            raise SystemExit(128 + signum)
 
     return SignalsCallback(), StopOnSignal()
 

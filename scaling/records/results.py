@@ -9,6 +9,7 @@ Standard library only (pyarrow is imported inside the Parquet helpers).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ class Estimates:
     train_hours: float = 0.0
     train_gpu_hours: float = 0.0
     train_mem_per_gpu_gb: float = 0.0
+    train_ref_mem_gb: float = 0.0  # of train_mem_per_gpu_gb: TRL's reference model (beta > 0, full FT)
     train_requeues: int = 0
     eval_hours: dict[str, float] = field(default_factory=dict)  # benchmark -> hours of its array task
     curate_hours: float | None = None  # None: curation disabled
@@ -64,6 +66,7 @@ class JobSpec:
     gpu_hours: float = 0.0  # estimate (whole job, all array tasks)
     checkpointable: bool = False  # requeues itself on timeout/preemption
     hours: float = 0.0  # the planner's wall-time estimate (whole job, all array tasks; CPU jobs too)
+    signal_delay_s: int = 0  # checkpointable: lead of Slurm's warning signal (capacity.stop_lead_s); 0 = the fixed default
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +130,13 @@ class TrainSignal:
     zero_std_frac: float  # groups with zero reward variance
     entropy: float
     kl: float
+    # TRL's trainer-vs-vLLM importance-sampling correction (train.vllm_is_mode; NaN without vLLM):
+    # sampling/importance_sampling_ratio/{min,mean,max} and sampling/sampling_logp_difference/{mean,max}
+    is_ratio_min: float = math.nan
+    is_ratio_mean: float = math.nan
+    is_ratio_max: float = math.nan
+    logp_diff_mean: float = math.nan
+    logp_diff_max: float = math.nan
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,15 +257,18 @@ def to_table(rows: list[Any] | dict[str, list[Any]], cls: type) -> Any:
     import pyarrow as pa
 
     schema = arrow_schema(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    # a column added later with a default (TrainSignal's IS columns): rows or columns written before it get the default
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
     if isinstance(rows, dict):
-        cols = rows
+        length = len(next(iter(rows.values()), []))
+        cols = {**{n: [defaults[n]] * length for n in defaults if n not in rows}, **rows}
     else:
-        names = [f.name for f in dataclasses.fields(cls)]
         cols = {n: [] for n in names}
         for r in rows:
             d = r if isinstance(r, dict) else dataclasses.asdict(r)
             for n in names:
-                cols[n].append(d[n])
+                cols[n].append(d[n] if n in d or n not in defaults else defaults[n])
     return pa.Table.from_pydict({f.name: cols[f.name] for f in schema}, schema=schema)
 
 

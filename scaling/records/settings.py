@@ -147,6 +147,10 @@ class TrainSettings:
     # i.e. on-policy as in Art; the Laser recipe used 64 of 128)
     mini_batch_prompts: int | None = None
     per_device_batch: int | None = None  # completions per device per micro-step; None = rule
+    # TRL's trainer-vs-vLLM importance-sampling correction (GRPOConfig.vllm_importance_sampling_mode):
+    # token_truncate | token_mask | sequence_truncate | sequence_mask; None = rule:vllm_is_mode
+    vllm_is_mode: str | None = None
+    vllm_is_cap: float = 3.0  # C_max of that correction (TRL 1.16 vllm_importance_sampling_clip_max default)
     lora_rank: int = 64
     lora_alpha: int = 128
     lora_targets: list[str] = field(

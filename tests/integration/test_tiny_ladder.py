@@ -24,22 +24,34 @@ QUICK = "recipes/tiny-ladder-quick.yaml"
 STUDY = "tiny-ladder-quick"
 
 
-def _scaling(args: list[str], cwd: Path, runs: Path, timeout_s: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+def _scaling(args: list[str], cwd: Path, runs: Path, timeout_s: int, numerics: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "SCALING_CPU_BF16": numerics}
     return subprocess.run(
         [sys.executable, "-m", "scaling", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s
     )
 
 
-@pytest.fixture(scope="module")
-def quick_study(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Launch the CI profile once; every test below reads the study directory it leaves."""
-    runs = tmp_path_factory.mktemp("runs")
+# Both numerics paths a user's CPU may take, whatever the CI machine's CPU is (scaling/numerics.py):
+# "1" = bf16 autocast where the width rule allows it (the 1M model here; hardware bf16, or emulated
+# by torch on a CPU without it), "0" = fp32 everywhere (the path of an AVX2-only CPU).
+PATHS = {"bf16": "1", "fp32": "0"}
+
+
+@pytest.fixture(scope="module", params=list(PATHS))
+def quick_study(request: pytest.FixtureRequest, repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Launch the CI profile once per numerics path; every test below reads the study directory it leaves."""
+    runs = tmp_path_factory.mktemp(f"runs-{request.param}")
     launched = _scaling(
-        ["launch", QUICK, "--executor", "local", "--wait", "--runs-dir", str(runs)], repo_root, runs, 1800
+        ["launch", QUICK, "--executor", "local", "--wait", "--runs-dir", str(runs)], repo_root, runs, 1800,
+        PATHS[request.param],
     )
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
     sdir = runs / STUDY
+    # the SFT of the 1M model (hidden 128 >= CPU_BF16_MIN_HIDDEN) took the asked-for path
+    import json
+
+    done = json.loads((sdir / "1m" / "sft" / "DONE").read_text())
+    assert done["bf16"] is (request.param == "bf16") and done["env"]["cpu_bf16_mode"] == request.param, done
     # `launch --wait` ends by writing the report and saying where it is
     assert f"report: {sdir / 'report' / 'report.html'}" in launched.stdout, launched.stdout[-3000:]
     return sdir

@@ -186,7 +186,7 @@ def test_sigterm_saves_a_checkpoint_and_rerun_resumes_to_the_same_total_steps(tm
         return jsonl.is_file() and len(jsonl.read_text().splitlines()) >= 2
 
     rc, out = _run_until(run_yaml, predicate=logged_two, sig=signal.SIGTERM)
-    assert rc == 128 + signal.SIGTERM, out[-3000:]
+    assert rc == 0, out[-3000:]  # saved, then exit 0 (issue 22: a non-zero worker makes torchrun kill the rest)
     ckpts = sorted(p.name for p in (job / "checkpoints").glob("checkpoint-*"))
     assert ckpts, out[-3000:]  # save_steps=100: only the signal can have saved it
     saved_step = int(ckpts[-1].rsplit("-", 1)[1])

@@ -184,14 +184,19 @@ def test_sft_uses_bf16_autocast_only_where_it_was_measured_faster(tmp_path, monk
                        model_source="x", seed=0, sft=settings)
 
     assert tiny_facts("1m").hidden_size >= sft.CPU_BF16_MIN_HIDDEN > tiny_facts("0_3m").hidden_size
-    monkeypatch.setattr(sft, "cpu_has_bf16", lambda: True)
+    # SCALING_CPU_BF16 (scaling/numerics.py) takes either path on any CPU: 1 = the bf16 path, 0 = fp32
+    monkeypatch.setenv("SCALING_CPU_BF16", "1")
     cfg = sft.make_sft_config(run_of("3m"), tmp_path, "cpu")
     assert cfg.bf16 and sft.make_sft_config(run_of("1m"), tmp_path, "cpu").bf16
     assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (4, 2)
     assert not sft.make_sft_config(run_of("0_1m"), tmp_path, "cpu").bf16
-    monkeypatch.setattr(sft, "cpu_has_bf16", lambda: False)
+    monkeypatch.setenv("SCALING_CPU_BF16", "0")
     assert not sft.make_sft_config(run_of("3m"), tmp_path, "cpu").bf16
-    assert sft.sft_bf16(run_of("0_1m"), "cuda")
+    assert sft.sft_bf16(run_of("0_1m"), "cuda") and sft.sft_bf16(run_of("3m"), "cuda")  # CUDA: always
+    monkeypatch.setenv("SCALING_CPU_BF16", "auto")  # the hardware decides
+    from scaling import numerics
+
+    assert sft.make_sft_config(run_of("3m"), tmp_path, "cpu").bf16 == numerics.cpu_has_bf16()
 
 
 # ------------------------------------------------------------------------ jobs/data.py

@@ -130,15 +130,14 @@ def scratch(tmp_path_factory):
 
 
 @pytest.fixture
-def in_scratch(scratch, monkeypatch):
+def in_scratch(scratch, off_cluster, monkeypatch):
+    """Off-cluster, as a newcomer's laptop, whatever this machine has: PATH holds no Slurm client
+    (``off_cluster``: a real PATH without sbatch/squeue/srun/sinfo, not a mocked lookup)."""
     monkeypatch.chdir(scratch)
     for var in ("SLURM_CONF", "SCALING_PROFILES", "SCALING_RECIPES"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("COLUMNS", "120")
-    from scaling import slurm
-
-    monkeypatch.setattr(slurm, "cluster_available", lambda: False)  # off-cluster, as a newcomer's machine
     return scratch
 
 

@@ -157,10 +157,18 @@ def test_profile_too_small_for_a_size_says_so():
 
 
 def test_a_model_that_only_fits_without_an_inference_engine_generates_with_transformers():
-    plan = make_plan(load_study(LADDER, sizes=["8b"], profile="small_4x24gb"))
+    # beta 0: no reference model (issue 22: with beta 0.001 its sharded copy no longer fits 8b here)
+    plan = make_plan(load_study(LADDER, sizes=["8b"], profile="small_4x24gb", overrides=["train.beta=0"]))
     train = plan.run("8b/train")
     assert train.train.vllm_mode is VllmMode.none and train.train.zero_stage == 3
     assert train.resources.nodes == 2  # the most the profile allows
+
+
+def test_the_reference_model_can_make_a_size_not_fit_and_the_plan_says_so_in_one_line():
+    with pytest.raises(PlanError, match=r"8b: training does not fit profile small_4x24gb .*reference .* set "
+                                        r"train.beta: 0") as err:
+        make_plan(load_study(LADDER, sizes=["8b"], profile="small_4x24gb"))
+    assert "\n" not in str(err.value)
 
 
 def test_a_tiny_family_beside_the_study_plans_on_the_cpu_profile(tmp_path):
@@ -271,7 +279,8 @@ def _summary(plan) -> list[str]:
 @pytest.mark.parametrize("recipe, profile", [("qwen3-ladder", "h100_8x80gb"), ("art-paper", "h100_8x80gb"),
                                              ("qwen3-ladder", "small_4x24gb")])
 def test_plan_matches_its_golden_record(recipe, profile):
-    sizes = ["0_6b", "1_7b", "4b", "8b"] if profile == "small_4x24gb" else None
+    # 8b is refused on small_4x24gb since issue 22 (its reference model): see the test above
+    sizes = ["0_6b", "1_7b", "4b"] if profile == "small_4x24gb" else None
     got = _summary(make_plan(load_study(ROOT / "recipes" / f"{recipe}.yaml", sizes=sizes, profile=profile)))
     path = GOLDEN / f"{recipe}.{profile}.txt"
     if not path.exists():

@@ -178,12 +178,11 @@ def test_an_array_between_two_items_prints_no_state_line(capsys):
 
 
 # ------------------------------------------------------------------- GPU work without GPUs
-def test_a_gpu_study_on_a_machine_without_gpus_is_refused_before_anything_starts(tmp_path, monkeypatch, capsys):
-    from scaling import slurm
+def test_a_gpu_study_on_a_machine_without_gpus_is_refused_before_anything_starts(tmp_path, monkeypatch, capsys,
+                                                                                   off_cluster):
     from scaling.cli import main
 
-    monkeypatch.chdir(B.REPO_ROOT)
-    monkeypatch.setattr(slurm, "cluster_available", lambda: False)
+    monkeypatch.chdir(B.REPO_ROOT)  # off_cluster: no Slurm client on PATH, as on a laptop
     monkeypatch.setattr(E, "gpus_here", lambda: 0)
 
     def started(*a, **k):  # were the refusal missing, nothing real may start from a unit test
