@@ -137,8 +137,8 @@ def estimate(run: Any) -> dict[str, float]:
                                   seq_tokens=t.max_prompt_length + t.rollout_limit,
                                   per_device_batch=int(t.per_device_batch), lora_rank=t.lora_rank,
                                   lora_targets=list(t.lora_targets), beta=t.beta)
-    parts = {f.name: round(getattr(m, f.name), 3) for f in dataclasses.fields(m)}
-    return {"estimate_gb": round(m.total_gb, 3), "estimate_parts_gb": parts}
+    parts = {f.name: round(getattr(m, f.name), 6) for f in dataclasses.fields(m)}
+    return {"estimate_gb": round(m.total_gb, 6), "estimate_parts_gb": parts}
 
 
 def run_phase(phase: str, model_dir: str, cpu: bool) -> dict[str, Any]:

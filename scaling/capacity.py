@@ -178,7 +178,7 @@ def lora_trainable_params(facts: ModelFacts, rank: int, targets: list[str] | tup
     layer: E x (r_gu x (h + 2i) + r x (i + h)). tests/integration/test_moe_lora.py checks the
     count against peft's own model."""
     wanted = set(targets)
-    n = lora_params(facts, rank, [t for t in wanted])
+    n = lora_params(facts, rank, sorted(wanted))
     h, i, e = facts.hidden_size, facts.moe_intermediate_size, facts.num_experts
     if e <= 0:
         return n

@@ -5,6 +5,7 @@
     scaling launch  RECIPE [--set ...] [--sizes ...] [--executor slurm|local|debug] [--runs-dir DIR]
                     [--dry-run] [--wait] [--no-report] [--force]
     scaling status  STUDY [--runs-dir DIR] [--watch] [--wide]
+    scaling logs    STUDY RUN[/ITEM] [--runs-dir DIR] [--tail N]
     scaling resume  STUDY [--runs-dir DIR] [--executor ...] [--dry-run] [--wait] [--no-report]
     scaling cancel  STUDY [--runs-dir DIR]
     scaling report  STUDY [STUDY ...] [--predict 70b] [-o DIR]
@@ -114,6 +115,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status(args.study, runs_dir=args.runs_dir, watch=args.watch, wide=args.wide)
 
 
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from .status import logs
+
+    return logs(args.study, args.run, runs_dir=args.runs_dir, tail=args.tail)
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     from .launch import resume
 
@@ -211,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wide", action="store_true", help="every column (job id, attempts) and whole cells, however "
                    "wide the terminal (default: fit the terminal, truncating cells)")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("logs", help="print a run's log files (stdout and stderr of its newest attempt)")
+    p.add_argument("study", help="study name or directory")
+    p.add_argument("run", help="run id as scaling status shows it (e.g. 1m/sft); an array's item: RUN/ITEM "
+                   "(e.g. 1m/eval-trained/tiny_arith); an array without ITEM: every item")
+    p.add_argument("--runs-dir", default="runs", help=runs_help)
+    p.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines of each file")
+    p.set_defaults(func=_cmd_logs)
 
     p = sub.add_parser("resume", help="resubmit what failed or never ran; never rerun finished jobs")
     p.add_argument("study", help="study name or directory")

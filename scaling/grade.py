@@ -205,9 +205,14 @@ class _Worker:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
             # -P: the working directory is not put first on sys.path, so a folder named
-            # "scaling" there (another checkout) cannot stand in for this package
+            # "scaling" there (another checkout) cannot stand in for this package. The child
+            # ignores SIGTERM and SIGUSR1 from its first line: Slurm signals every process of the
+            # job and the supervisor every descendant of the launcher (a graceful stop, issue 22);
+            # a grader killed by them crashed the training step before it could save. It ends on
+            # stdin's EOF (its owner exited) or our SIGKILL (``close``).
             [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-c",
-             "from scaling.grade import _serve; _serve()"],
+             "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+             "signal.signal(signal.SIGUSR1, signal.SIG_IGN); from scaling.grade import _serve; _serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

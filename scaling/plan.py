@@ -363,7 +363,11 @@ def _print_explain(console: Any, plan: Plan, size: str) -> None:
                     why.setdefault(note, [])
                     if src not in why[note]:
                         why[note].append(src)
-            table.add_row(k, repr(v) if isinstance(v, str) else str(v), src)
+            # each key as the recipe spells it, so that a key pasted from here into --set works: a run's
+            # resources are its stage's (resources.train.nodes, not resources.nodes), the seed is the study's
+            shown_key = (f"resources.{run.stage.value}.{k.removeprefix('resources.')}" if k.startswith("resources.")
+                         else "study.seed" if k == "seed" else k)
+            table.add_row(shown_key, repr(v) if isinstance(v, str) else str(v), src)
             rows += 1
         if rows:
             console.print(table)

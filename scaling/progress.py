@@ -2,7 +2,8 @@
 
 * ``plan_estimates_s(jobs)``: run_id -> the plan's wall-time estimate of the job in seconds;
 * ``Progress``: a rich live bar on a terminal, one line per run state change elsewhere, with the
-  time left estimated from the plan and recalibrated as runs end;
+  time left estimated from the plan and recalibrated as runs end; a running training job's step
+  and last reward or loss (``refresh_states``' ``progress``, read from the job's files) as it moves;
 * ``wait_until_ended(sdir, ex, jobs, poll_s=...)``: poll a scheduler's study with progress until nothing is live;
 * ``verdict(sdir, states)``: the closing line (what is not done, what to run next) and the exit status.
 """
@@ -19,6 +20,10 @@ from .executors import Executor
 from .records import JobSpec
 from .status import FINAL, LIVE, fmt_elapsed, refresh_states, store_states
 from .studydir import study_ref
+
+# Seconds between two progress lines of one running training job in line mode (labelled default:
+# a 3-hour GRPO job prints ~360 lines, a 2-minute tiny-ladder job a few; state changes print at once).
+STEP_LINE_S = 30.0
 
 
 def plan_estimates_s(jobs: list[JobSpec]) -> dict[str, float]:
@@ -64,6 +69,7 @@ class Progress:
         self._seen: dict[str, str] = {}
         self._started: dict[str, float] = {}  # run_id -> when it was first seen live
         self._ended_here: dict[str, float] = {}  # run_id -> seconds it took (ended while followed)
+        self._steps: dict[str, tuple[str, float]] = {}  # run_id -> (progress text printed, when)
         self._p = None
         if not self._lines:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -123,7 +129,8 @@ class Progress:
         left = self.time_left_s(states)
         left_text = f"~{fmt_elapsed(left)}" if left else ""
         if self._p is not None:
-            live = [r for r, s in states.items() if s["state"] == "running"]
+            live = [r + (f" {states[r]['progress']}" if states[r].get("progress") else "")
+                    for r, s in states.items() if s["state"] == "running"]
             desc = f"runs done ({', '.join(live[:2])} running)" if live else "runs done"
             self._p.update(self._task, completed=done, description=desc, left=f"{left_text} left" if left else "")
             return
@@ -145,6 +152,13 @@ class Progress:
             if states[r].get("detail") and st != "done":
                 extra += f"  ({states[r]['detail']})"
             self._print(f"{time.strftime('%H:%M:%S')}  {r}  {st}{extra}  |  {tail}")
+        for r, s in states.items():  # inside a running training job: its step and last reward or loss
+            text = s.get("progress") or ""
+            seen = self._steps.get(r)
+            if s["state"] != "running" or not text or (seen and (seen[0] == text or now - seen[1] < STEP_LINE_S)):
+                continue
+            self._steps[r] = (text, now)
+            self._print(f"{time.strftime('%H:%M:%S')}  {r}  {text}  |  {tail}")
 
     @staticmethod
     def _print(line: str) -> None:

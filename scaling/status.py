@@ -9,15 +9,16 @@ scheduler's view of its ids (``Executor.states``) says the rest: pending, runnin
 * ``reconcile(sdir, ex)``: settle a submission left in doubt (adopt the job the scheduler has);
 * ``record_ids(...)``, ``store_states(...)``: write submitted ids and seen states into the manifest;
 * ``open_study(study, runs_dir)``: a launched study's directory and manifest (one-line errors);
-* ``status_table(...)``, ``fit_log_line(line, width)``, ``redact(text)``: the table, a log line
-  cut so its fix stays, secrets hidden;
-* ``status(study, ...)``: the ``scaling status`` command.
+* ``status_table(...)``: the table; a failed run's note is its cause (``runlogs.failure_cause``: the
+  job's own exception line, with its log file and line), a running training job's its step and last
+  reward or loss (``runlogs.job_progress``); ``fit_log_line``, ``redact`` (from runlogs): a line cut
+  so its fix stays, secrets hidden;
+* ``status(study, ...)``: the ``scaling status`` command; ``logs(study, run, ...)``: ``scaling logs``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from . import durable
 from . import studydir as sd
 from .errors import LaunchError
 from .executors import Executor, executor_for
-from .supervise import SECRET_ENV_VARS
+from .runlogs import (failure_cause, find_run, fit_cause, fit_log_line, job_progress, last_log_line, log_files,
+                      print_logs, redact)
+from .studydir import study_ref
 
 # Seconds between state polls while waiting (labelled default; tests pass a smaller value).
 POLL_S = 10.0
@@ -121,6 +124,10 @@ def refresh_states(sdir: Path, manifest: dict[str, Any], ex: Executor | None) ->
                 info["detail"] = "ended without a DONE marker"
             else:
                 info["detail"] = next((v.get("detail", "") for v in views if v.get("detail")), "")
+        if info["state"] == "running":  # a training job's step and last reward/loss, from its own files
+            prog = job_progress(rd, run_id.rsplit("/", 1)[-1])
+            if prog is not None:
+                info["progress"] = prog.text
         out[run_id] = info
     # a run that ended without DONE while a dependency is not done was never able to run
     for run_id, info in out.items():
@@ -282,63 +289,11 @@ def open_study(study: str | os.PathLike[str], runs_dir: str | os.PathLike[str]) 
 
 
 # ------------------------------------------------------------------------------ status
-def _last_log_line(folder: Path, *, prefer_err: bool = False) -> str:
-    """Last non-empty line of the newest log (stderr first for failed jobs: the exception)."""
-    try:
-        logs = [p for p in folder.iterdir() if p.suffix in (".out", ".err")]
-    except OSError:
-        return ""
-    logs.sort(key=lambda p: (p.stat().st_mtime, (p.suffix == ".err") == prefer_err))
-    for path in reversed(logs):
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(max(0, path.stat().st_size - 4096))
-                lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-        except OSError:
-            continue
-        if lines:
-            return redact(re.sub(r"^submitit \w+ \([^)]*\) - ", "", lines[-1]))
-    return ""
-
-
-def redact(text: str) -> str:
-    """Hide the values of secret environment variables in text shown to users."""
-    for name in SECRET_ENV_VARS:
-        value = os.environ.get(name)
-        if value and len(value) >= 6:
-            text = text.replace(value, f"<{name}>")
-    return text
-
-
 def fmt_elapsed(s: float | None) -> str:
     if s is None:
         return "-"
     s = int(s)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-# a fix sentence in a log line starts after "; " or ": " with one of these verbs (the project's
-# one-line errors end with the fix: "...; run `scaling prefetch ...`")
-_FIX_RE = re.compile(r"(?:;|:|\.|,)\s+((?:run|use|set|pass|add|give|try|see|rerun|install|lower|raise|export|"
-                     r"check|delete|remove|start|call|fix|choose|pick|increase|decrease)\b.*)$", re.IGNORECASE)
-
-
-def fit_log_line(line: str, width: int) -> str:
-    """A log line in at most ``width`` characters that keeps its end: the fix sentence when the line
-    has one (``head… fix``), else the tail (``…tail``). Errors put the fix last, so the end is the
-    part a user must see; the start is usually the exception type or a logger prefix."""
-    if width <= 0:
-        return ""
-    if len(line) <= width:
-        return line
-    if width < 8:
-        return line[-width:]
-    m = _FIX_RE.search(line)
-    if m and len(m.group(1)) + 6 <= width:
-        fix = m.group(1)
-        head = line[: width - len(fix) - 2].rstrip()
-        return f"{head}… {fix}"
-    return "…" + line[-(width - 1):]
 
 
 def _status_rows(sdir: Path, manifest: dict[str, Any], states: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -358,11 +313,35 @@ def _status_rows(sdir: Path, manifest: dict[str, Any], states: dict[str, dict[st
                 marks += [p.stat().st_mtime for p in rd.rglob(durable.DONE)]
                 end = max(marks) if marks else now
             elapsed = max(0.0, end - float(e["submitted_ts"]))
+        cause = None
+        if st in ("failed", "timeout"):  # the job's own error line, not the supervisor's wrapper
+            cause = failure_cause(_failed_logs(sdir, e), state=st, detail=info.get("detail", ""))
         rows.append({"run": run_id, "job_id": str(e.get("job_id") or "-"), "state": st, "state_text": st_text,
                      "detail": info.get("detail", "") if st != "done" else "", "elapsed": fmt_elapsed(elapsed),
-                     "attempts": int(e.get("attempts", 0) or 0),
-                     "log": _last_log_line(_folder(sdir, e), prefer_err=st in ("failed", "timeout", "cancelled"))})
+                     "attempts": int(e.get("attempts", 0) or 0), "progress": info.get("progress", ""),
+                     "cause": redact(cause.line) if cause else "", "cause_at": cause.where if cause else "",
+                     "log": last_log_line(_folder(sdir, e), prefer_err=st in ("failed", "timeout", "cancelled"))})
     return rows
+
+
+def _failed_logs(sdir: Path, e: dict[str, Any]) -> list[Path]:
+    """The log files of a failed run's newest attempt: of its first item without DONE (arrays)."""
+    if e.get("items"):
+        rd = sdir / e["paths"]["dir"]
+        for it in e["items"]:
+            if not durable.is_done(rd / it) and (e.get("item_ids") or {}).get(it):
+                return log_files(sdir, e, it)
+    return log_files(sdir, e)
+
+
+def _note(r: dict[str, Any]) -> str:
+    """What the narrow table says of a run: a failure's cause, a training job's step, else the
+    state's detail or the last log line."""
+    if r["cause"]:
+        return r["cause"]
+    if r["state"] == "running" and r["progress"]:
+        return r["progress"]
+    return r["detail"] or r["log"]
 
 
 _COLORS = {"done": "green", "running": "cyan", "pending": "yellow", "failed": "red", "blocked": "red",
@@ -388,12 +367,13 @@ def status_table(sdir: Path, manifest: dict[str, Any], states: dict[str, dict[st
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
                   expand=False, padding=(0, 1))
     if wide:
-        for col in ("run", "job id", "state", "elapsed", "attempts", "last log line"):
+        for col in ("run", "job id", "state", "elapsed", "attempts", "cause / progress / last log line", "log"):
             table.add_column(col, no_wrap=True, overflow="ignore")
         for r in rows:
             st = f"{r['state_text']}: {r['detail']}" if r["detail"] else r["state_text"]
             table.add_row(r["run"], r["job_id"], f"[{_COLORS.get(r['state'], 'white')}]{st}[/]", r["elapsed"],
-                          str(r["attempts"]), Text(r["log"]))
+                          str(r["attempts"]), Text(r["cause"] or (r["progress"] if r["state"] == "running" else "")
+                                                   or r["log"]), Text(r["cause_at"]))
         return table
     state_texts = [r["state_text"] + (f" (try {r['attempts']})" if r["attempts"] > 1 else "") for r in rows]
     w_run = max([3] + [len(r["run"]) for r in rows])
@@ -420,7 +400,9 @@ def status_table(sdir: Path, manifest: dict[str, Any], states: dict[str, dict[st
     table.add_column("note / last log line", no_wrap=True, overflow="ellipsis", width=w_note)
     for r, st in zip(rows, state_texts):
         # a state's detail is cut at its end (its start says what happened); a log line keeps its fix
-        note = Text(r["detail"], overflow="ellipsis") if r["detail"] else Text(fit_log_line(r["log"], w_note))
+        text = _note(r)
+        note = (Text(fit_cause(text, w_note)) if r["cause"] else Text(text, overflow="ellipsis")
+                if text == r["detail"] else Text(fit_log_line(text, w_note)))
         cells = [r["run"]] + ([r["job_id"]] if show_id else []) + [
             Text(st, style=_COLORS.get(r["state"], "white")), r["elapsed"], note]
         table.add_row(*cells)
@@ -452,8 +434,15 @@ def status(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = 
         table = status_table(sdir, m, states, width=console.width, wide=wide)
         if wide:
             return table, states
-        notes = [Text(f"{r['run']}: {r['log']}", style="red") for r in _status_rows(sdir, m, states)
-                 if r["state"] in _BAD and r["log"] and not r["detail"]]
+        notes: list[Any] = []
+        for r in _status_rows(sdir, m, states):
+            if r["cause"]:  # the whole cause line, then where it was read and how to see the rest
+                notes.append(Text(f"{r['run']}: {r['cause']}", style="red"))
+                if r["cause_at"]:
+                    notes.append(Text(f"  log: {r['cause_at']}  (scaling logs {study_ref(sdir)} {r['run']})",
+                                      overflow="fold"))
+            elif r["state"] in _BAD and r["log"] and not r["detail"]:
+                notes.append(Text(f"{r['run']}: {r['log']}", style="red"))
         return (Group(table, *notes) if notes else table), states
 
     table, states = snapshot()
@@ -469,3 +458,14 @@ def status(study: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] = 
             table, states = snapshot()
             live.update(table)
     return 0
+
+
+def logs(study: str | os.PathLike[str], run: str, *, runs_dir: str | os.PathLike[str] = "runs",
+         tail: int | None = None) -> int:
+    """``scaling logs STUDY RUN[/ITEM] [--tail N]``: the newest attempt's log files of one run (every
+    item of an array, or one), each under a ``==> path <==`` header, secrets hidden."""
+    if tail is not None and tail < 1:
+        raise LaunchError(f"--tail {tail}: must be a positive number of lines")
+    sdir, manifest = open_study(study, runs_dir)
+    run_id, item = find_run(manifest, run)
+    return print_logs(sdir, manifest["runs"][run_id], run_id, item, tail=tail)

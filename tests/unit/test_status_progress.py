@@ -40,7 +40,8 @@ def study(tmp_path, monkeypatch):
     assert L.launch(B.FakeStudy("st"), plan, executor="debug", runs_dir=runs, poll_s=0.0) == 1
     sdir = runs / "st"
     logs = sdir / "30b_a3b" / "train" / "logs"
-    (logs / "zz_0_log.err").write_text("Traceback (most recent call last):\n  ...\n" + LONG + "\n")
+    jid = sd.read_manifest(sdir)["runs"]["30b_a3b/train"]["job_id"]  # the failed job's own log (status reads it)
+    (logs / f"{jid}_0_log.err").write_text("Traceback (most recent call last):\n  ...\n" + LONG + "\n")
     return sdir
 
 

@@ -91,3 +91,24 @@ def test_supervisor_and_trainer_callback_agree_on_the_stop_names():
 
     assert SV.STOP_FILE_ENV == TH.STOP_FILE_ENV and SV.STOPS_FILE == TH.STOPS_JSONL
     assert "SIGTERM" not in SV.LAUNCHER_SIGNALS.split(",")  # torchrun must not act on SIGTERM (finding 7)
+
+
+def test_the_graders_child_outlives_the_stop_signals():
+    """Finding 7 on the real Slurm: SIGTERM reaches every process of the job (and the supervisor's
+    SIGUSR1 every descendant of the launcher), so it killed the math-verify child of a training
+    worker; a grader killed during its start failed the step ("the math-verify worker did not
+    start") before the stop could save. The child now ignores both; its owner ends it."""
+    import os
+    import signal
+    import time
+
+    from scaling import grade
+
+    with grade._LOCK:
+        worker = grade._worker()
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        os.kill(worker.proc.pid, sig)
+    time.sleep(0.5)
+    assert worker.proc.poll() is None, f"the grader died of a stop signal (status {worker.proc.returncode})"
+    with grade._LOCK:
+        assert grade._worker() is worker  # the same child grades on

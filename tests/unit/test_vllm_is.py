@@ -1,6 +1,6 @@
 """Issue 22, finding 3, planner side: TRL's trainer-vs-vLLM importance-sampling mode is set by a
 written rule (rule:vllm_is_mode, shown by `scaling plan --explain`), a recipe may set it, and a
-value TRL does not accept is refused by the plan. The job side is tests/integration/test_vllm_is.py."""
+value TRL does not accept is refused by the plan. The job side is tests/integration/test_vllm_is_trainer.py."""
 
 from __future__ import annotations
 
