@@ -70,6 +70,8 @@ class StudyRecords:
     sizes: dict[str, SizeFacts]  # size key -> facts, in plan order
     skipped: list[str] = field(default_factory=list)  # output dirs without DONE (relative paths)
     notes: list[str] = field(default_factory=list)  # fallbacks taken while reading
+    # size key -> stage (sft | train) -> that run of plan.json (model_source, sft, train): what each arm is
+    stages: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def size_order(self, convention: str = "active") -> list[str]:
         """Sizes that have records or signals, ordered by parameters in ``convention`` (active or
@@ -175,6 +177,24 @@ def size_facts_from_plan(plan_path: Path) -> dict[str, SizeFacts]:
     return out
 
 
+def stages_from_plan(plan_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """size -> {"sft" | "train": {"model_source", "sft", "train"}} from a plan.json: the runs that
+    make the base and trained arms (the report's header says what each arm is). An unreadable
+    plan gives {} (size_facts_from_plan has already said why)."""
+    try:
+        data = json.loads(plan_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for run in data.get("runs", []) if isinstance(data, dict) else []:
+        stage, size = run.get("stage"), run.get("size")
+        if stage in ("sft", "train") and size:
+            out.setdefault(size, {})[stage] = {k: run.get(k) for k in ("model_source", "sft", "train")}
+        elif size:
+            out.setdefault(size, {}).setdefault("", {"model_source": run.get("model_source")})
+    return out
+
+
 def collect(
     study: str | Path,
     *,
@@ -246,5 +266,6 @@ def collect(
             file=sys.stderr,
         )
     return StudyRecords(
-        name=root.name, path=root, records=records, signals=signals, sizes=sizes, skipped=skipped, notes=notes
+        name=root.name, path=root, records=records, signals=signals, sizes=sizes, skipped=skipped, notes=notes,
+        stages=stages_from_plan(plan_path) if plan_path.is_file() else {},
     )

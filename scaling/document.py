@@ -35,6 +35,50 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
+# ------------------------------------------------------------------ what each arm is
+def _num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
+def _base_arm(st: dict[str, Any]) -> str:
+    """How the base arm of one size was made, from its plan.json runs (stage -> run)."""
+    sft = (st.get("sft") or {}).get("sft")
+    if not sft:
+        src = next((r.get("model_source") for r in st.values() if r.get("model_source")), "")
+        return "the released checkpoint" + (f" ({src})" if src else "")
+    steps = sft.get("max_steps")
+    length = f"{steps} steps" if isinstance(steps, int) and steps > 0 else f"{_num(sft.get('epochs'))} epochs"
+    data = (sft.get("dataset") or {}).get("source") or "?"
+    return f"after SFT, {length} (lr {_num(sft.get('learning_rate'))}, batch {_num(sft.get('batch_size'))}, {data})"
+
+
+def _trained_arm(st: dict[str, Any]) -> str:
+    """How the trained arm of one size was made (its GRPO run in plan.json)."""
+    tr = (st.get("train") or {}).get("train")
+    if not tr:
+        return "no GRPO run in the plan"
+    rw = tr.get("reward") or {}
+    return (f"GRPO, reward {rw.get('shaping', '?')}, L_T {_num(rw.get('target_length', '?'))} tokens, "
+            f"{_num(tr.get('max_steps'))} steps, lr {_num(tr.get('learning_rate'))}, "
+            f"{_num(tr.get('num_generations'))} rollouts per prompt, {_num(tr.get('prompts_per_step'))} prompts per step")
+
+
+def arms_blocks(a: StudyAnalysis) -> list[Block]:
+    """What each arm is, from the study's plan.json: once when every size shares it, else per size."""
+    stages = a.study.stages
+    sizes = [s for s in a.sizes() if s in stages]
+    if not sizes:
+        return [Block("p", text=f"{a.name}: no plan.json, so the report cannot say how the arms were made.", cls="note")]
+    items = []
+    for arm, fn in [(a.base, _base_arm)] + [(c, _trained_arm) for c in a.arms[1:]]:
+        texts = {s: fn(stages[s]) for s in sizes}
+        if len(set(texts.values())) == 1:
+            items.append(f"{arm}: {texts[sizes[0]]}")
+        else:
+            items += [f"{arm} ({a.label(s)}): {t}" for s, t in texts.items()]
+    return [Block("p", text=f"What each arm is ({a.name}, from plan.json):"), Block("ul", items=items)]
+
+
 # ------------------------------------------------------------------ warnings and method
 def _warning_blocks(ans: list[StudyAnalysis]) -> list[Block]:
     by_kind: dict[str, list[str]] = {}
@@ -90,6 +134,8 @@ def build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> l
                     f"{'/'.join(map(str, k))} samples per problem, parameters {a.convention}")
     warn = f"{n_alerts} warning{'s' if n_alerts != 1 else ''} (below the headline)" if n_alerts else "no warnings"
     blocks.append(Block("p", text="; ".join(lead) + f". {warn}.", cls="lead"))
+    for a in ans:
+        blocks += arms_blocks(a)
 
     # 1. the headline: does the effect grow or shrink with size, and how sure are we?
     blocks.append(Block("h2", text="Headline: does the method's effect grow or shrink with size?", name="headline-section"))

@@ -25,7 +25,14 @@ Warnings (``find_alerts``; thresholds are ours, named constants below):
 * ``length_collapse``: a trained checkpoint gains less than ``COLLAPSE_RATIO`` (25%) of the
   base model's accuracy gain from the smallest to the largest budget, while the base gains at
   least ``COLLAPSE_BASE_GAIN`` (5 points): compression that wins at small budgets but gives up
-  the large-budget ceiling (Art's length collapse).
+  the large-budget ceiling (Art's length collapse). Also (issue 23), at the largest budget of
+  any benchmark: the trained mean length is at least ``COLLAPSE_LENGTH_DROP`` (60%) below the
+  base's *and* the accuracy fell toward 0: to at most ``COLLAPSE_ACC_KEEP`` (half) of the base's
+  and by at least ``COLLAPSE_ACC_FALL`` (3 points). The budget-gain test alone cannot see a
+  collapse of the level: a model whose accuracy fell at every budget still gains its little
+  accuracy with budget (the tiny ladder's MoE on ``tiny_arith_ood``: length -83%, 8.8% -> 2.1%,
+  no warning). The method's intended effect (length -30..-50% at about the same accuracy) does
+  not fire; a size already near 0 (a fall under 3 points) does not either.
 * ``short_is_correct``: correct responses are shorter than ``TRAP_RATIO`` (0.5) x incorrect
   ones (trained checkpoint at its largest budget, or rollouts in the last quarter of training)
   *and* training rewards are sparse in the last quarter (mean reward < ``TRAP_REWARD`` = 0.2
@@ -49,6 +56,15 @@ TOL_FRAC = 0.10
 TAIL_FRAC = 0.20
 COLLAPSE_RATIO = 0.25
 COLLAPSE_BASE_GAIN = 0.05
+# the level test of length_collapse (labelled defaults): the method's intended length change is
+# -30..-50% (tiny ladder measured -37..-50% in-distribution, at most -49% out of domain for a size
+# whose accuracy held), so -60% leaves 10 points above the largest healthy drop; "toward 0" =
+# keeps at most half of the base accuracy (healthy worst: 0.67x, 0_1m ood 10.0% -> 6.7%), and the
+# fall is at least 3 points (issue 23's accuracy target is -3 points or better; a size already
+# near 0, 0_3m ood 1.2% -> 0.0%, has no accuracy left to lose).
+COLLAPSE_LENGTH_DROP = 0.60
+COLLAPSE_ACC_KEEP = 0.5
+COLLAPSE_ACC_FALL = 0.03
 TRAP_RATIO = 0.5
 TRAP_REWARD = 0.2
 TRAP_ZERO_STD = 0.5
@@ -57,7 +73,8 @@ FEW_PROBLEMS = 30
 # what each warning kind means, one line each (the report groups warnings by kind under these)
 ALERT_KINDS = {
     "missing": "outputs without a DONE marker are left out: the report is partial (`scaling resume` reruns them)",
-    "length_collapse": "the trained model stopped gaining accuracy with budget while the base model gains (length collapse)",
+    "length_collapse": "the trained model stopped gaining accuracy with budget while the base model gains, or its length "
+                       f"fell {100 * COLLAPSE_LENGTH_DROP:.0f}% or more with its accuracy falling toward 0 (length collapse)",
     "short_is_correct": "correct responses much shorter than incorrect ones with sparse rewards (short-is-correct trap)",
     "few_samples": f"fewer than {FEW_PROBLEMS} problems or an accuracy interval wider than {100 * FEW_WIDTH:.0f} pt: "
                    "this size's point is too noisy to anchor a trend",
@@ -212,6 +229,22 @@ def _tail_stats(signals: Any) -> dict[str, dict[str, float]]:
     return out
 
 
+def _level_collapse(t: Any, b: Any) -> tuple[float, float] | None:
+    """(length change, accuracy change) of a trained vs base BudgetMetric at one budget when they
+    meet the level test of ``length_collapse`` (module docstring), else None."""
+    if t is None or b is None:
+        return None
+    vals = (t.tokens_mean, b.tokens_mean, t.accuracy, b.accuracy)
+    if not all(np.isfinite(v) for v in vals) or b.tokens_mean <= 0:
+        return None
+    l_chg = t.tokens_mean / b.tokens_mean - 1.0
+    fall = t.accuracy - b.accuracy
+    if (l_chg <= -COLLAPSE_LENGTH_DROP and t.accuracy <= COLLAPSE_ACC_KEEP * b.accuracy
+            and -fall >= COLLAPSE_ACC_FALL - 1e-12):
+        return l_chg, fall
+    return None
+
+
 def find_alerts(
     ms: Any, signals: Any = None, phases: Sequence[PhaseSplit] = (), *, base: str = "base",
     labels: dict[str, str] | None = None,
@@ -250,11 +283,22 @@ def find_alerts(
                             message=(f"{lab(size, size)} {ckpt} {bench}: {' and '.join(why)} with {worst.k} samples per problem; "
                                      "add problems or samples before trusting this size"),
                         ))
-                if ckpt == base or len(buds) < 2:
+                if ckpt == base:
                     continue
                 t_lo, t_hi = by_key.get((size, ckpt, bench, lo_b)), by_key.get((size, ckpt, bench, hi_b))
                 b_lo, b_hi = by_key.get((size, base, bench, lo_b)), by_key.get((size, base, bench, hi_b))
-                if None not in (t_lo, t_hi, b_lo, b_hi):
+                level = _level_collapse(t_hi, b_hi)
+                if level is not None:
+                    l_chg, fall = level
+                    alerts.append(Alert(
+                        kind="length_collapse", size=size, benchmark=bench, checkpoint=ckpt,
+                        message=(f"{lab(size, size)} {ckpt} {bench}: at budget {hi_b} the length fell {100 * l_chg:+.0f}% "
+                                 f"({b_hi.tokens_mean:.0f} -> {t_hi.tokens_mean:.0f} tokens) and the accuracy "
+                                 f"{100 * b_hi.accuracy:.1f}% -> {100 * t_hi.accuracy:.1f}% ({100 * fall:+.1f} pt): "
+                                 "the model gave up reasoning, not only length (length collapse); raise the target "
+                                 "length, lower the learning rate or stop at the length plateau"),
+                    ))
+                elif len(buds) >= 2 and None not in (t_lo, t_hi, b_lo, b_hi):
                     g_t, g_b = t_hi.accuracy - t_lo.accuracy, b_hi.accuracy - b_lo.accuracy
                     if g_b >= COLLAPSE_BASE_GAIN and g_t < COLLAPSE_RATIO * g_b:
                         alerts.append(Alert(

@@ -54,6 +54,7 @@ def write_synthetic_study(
     done: bool = True,
     labels: dict[str, str] | None = None,
     variants: dict[str, str] | None = None,
+    stages: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> Path:
     """Write a study directory of synthetic records with a *known* truth, in the exact layout
     the jobs write (records.parquet + DONE per benchmark, signals.parquet + DONE per size,
@@ -68,6 +69,8 @@ def write_synthetic_study(
     Training signals: length falls exponentially from 2x to 1x the trained median (time constant
     train_steps/8), reward rises, truncation falls.
     ``labels`` / ``variants`` (size -> label / thinking mode) go into plan.json like a family's.
+    ``stages`` (size -> {"sft" | "train": {"sft": SftSettings-like dict, "train": TrainSettings-like
+    dict, "model_source": ...}}) adds those runs to plan.json with their stage, as a plan writes them.
     """
     root = Path(root)
     sizes = sizes or {"0_6b": (0.6e9, 0.6e9), "1_7b": (1.7e9, 1.7e9), "4b": (4e9, 4e9), "8b": (8e9, 8e9)}
@@ -98,6 +101,12 @@ def write_synthetic_study(
         if variants and size in variants:
             model["thinking"] = variants[size]
         runs.append({"run_id": f"{size}/train", "size": size, "model": model})
+        for stage, fields in ((stages or {}).get(size) or {}).items():
+            run = {"run_id": f"{size}/{stage}", "size": size, "stage": stage, "model": model, **fields}
+            if stage == "train":
+                runs[-1] = run  # the size's train run, now with its settings
+            else:
+                runs.insert(len(runs) - 1, run)
     atomic_write_text(root / "plan.json", json.dumps({"study": root.name, "runs": runs}, indent=1))
     B = np.array(budgets, dtype=np.int64)
     nb = len(B)
