@@ -42,6 +42,7 @@ import json
 import os
 import re
 import selectors
+import signal
 import subprocess
 import sys
 import threading
@@ -203,21 +204,32 @@ class _Worker:
         # the child imports this very package, even when it is used from an uninstalled checkout
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.proc = subprocess.Popen(
-            # -P: the working directory is not put first on sys.path, so a folder named
-            # "scaling" there (another checkout) cannot stand in for this package. The child
-            # ignores SIGTERM and SIGUSR1 from its first line: Slurm signals every process of the
-            # job and the supervisor every descendant of the launcher (a graceful stop, issue 22);
-            # a grader killed by them crashed the training step before it could save. It ends on
-            # stdin's EOF (its owner exited) or our SIGKILL (``close``).
-            [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-c",
-             "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-             "signal.signal(signal.SIGUSR1, signal.SIG_IGN); from scaling.grade import _serve; _serve()"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
+        # The child ignores the stop signals: Slurm signals every process of the job and the
+        # supervisor every descendant of the launcher (a graceful stop, issue 22); a grader killed
+        # by them crashed the training step before it could save. So that no signal can land
+        # between the fork and the child's first line (the interpreter's start-up, ~50 ms: seen in
+        # CI as "the math-verify worker did not start"), they are blocked in this thread around
+        # the spawn: a blocked mask is inherited through fork and exec, the child sets them to
+        # SIG_IGN (which discards any pending one) and only then unblocks them. The child ends on
+        # stdin's EOF (its owner exited) or our SIGKILL (``close``).
+        stops = {signal.SIGTERM, signal.SIGUSR1}
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            self.proc = subprocess.Popen(
+                # -P: the working directory is not put first on sys.path, so a folder named
+                # "scaling" there (another checkout) cannot stand in for this package
+                [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-c",
+                 "import signal; stops = {signal.SIGTERM, signal.SIGUSR1}; "
+                 "[signal.signal(s, signal.SIG_IGN) for s in stops]; "
+                 "signal.pthread_sigmask(signal.SIG_UNBLOCK, stops); "
+                 "from scaling.grade import _serve; _serve()"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.owner_pid = os.getpid()  # a forked child must not share our pipes
         self._buf = b""
         self._sel = selectors.DefaultSelector()

@@ -112,3 +112,25 @@ def test_the_graders_child_outlives_the_stop_signals():
     assert worker.proc.poll() is None, f"the grader died of a stop signal (status {worker.proc.returncode})"
     with grade._LOCK:
         assert grade._worker() is worker  # the same child grades on
+
+
+def test_a_stop_signal_during_the_graders_start_up_does_not_kill_it():
+    """The window before the child's first line (the interpreter's start-up): seen in CI as "the
+    math-verify worker did not start" when the supervisor's forward landed there. The parent
+    blocks the stop signals around the spawn, so the child is born with them blocked."""
+    import os
+    import signal
+
+    from scaling import grade
+
+    for _ in range(3):
+        worker = grade._Worker(wait=False)  # spawned, not yet ready: its interpreter is starting
+        try:
+            for sig in (signal.SIGTERM, signal.SIGUSR1):
+                os.kill(worker.proc.pid, sig)
+            worker.wait_ready()  # raises "did not start" if a signal killed it
+            assert worker.proc.poll() is None
+        finally:
+            worker.close()
+    # the parent's own mask is as it was: the stop signals still reach this process
+    assert not ({signal.SIGTERM, signal.SIGUSR1} & signal.pthread_sigmask(signal.SIG_BLOCK, set()))

@@ -26,7 +26,11 @@ rm -rf "$venv"
 vpy="$venv/bin/python"
 # uv downloads in parallel: ~25 s for the 170 wheels where pip took ~19 min here (serial downloads)
 "$vpy" -m pip --disable-pip-version-check -q install "uv==0.13.9" 2>&1 | { grep -v "^WARNING: Location" || true; }
-uv=("$venv/bin/uv" pip install --python "$vpy" --no-deps -q)
+# TLS: uv reads the platform's certificate store (--system-certs), and the CA file pip is told to
+# use when the environment names one only for pip (PIP_CERT): a site behind its own CA works for
+# uv as it does for pip (without it: "invalid peer certificate: UnknownIssuer")
+if [ -z "${SSL_CERT_FILE:-}" ] && [ -n "${PIP_CERT:-}" ]; then export SSL_CERT_FILE="$PIP_CERT"; fi
+uv=("$venv/bin/uv" pip install --python "$vpy" --no-deps -q --system-certs)
 # torch: the CPU wheel from pip's find-links (this image has torch 2.13.0+cpu on disk), else pip's own index
 links=$("$vpy" -m pip config get global.find-links 2>/dev/null || true)
 if ! { [ -n "$links" ] && "${uv[@]}" --no-index --find-links "$links" "torch==2.13.0+cpu"; }; then
