@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .along import analyse_along, split_records, with_records
 from .collect import StudyRecords, collect
 from .errors import FitError, RecordError
 from .fit import fit_trend, fit_trends, predict as fit_predict, trend_verdict
 from .metrics import METRIC_COLUMNS, MetricSet, compute_metrics, size_points
 from .layers import recipes_root
-from .records import Alert, PhaseSplit, TrendFit
+from .records import Alert, PhaseSplit, StepChoice, StepPoint, TrendFit
 from .signals import find_alerts, split_phases
 from .sizes import parse_size
 from .studydir import study_ref
@@ -133,6 +134,8 @@ class StudyAnalysis:
     reference: list[RefRow] = field(default_factory=list)
     reference_file: str = ""
     reference_notes: list[str] = field(default_factory=list)
+    along: list[StepPoint] = field(default_factory=list)  # evaluation along training (along.py)
+    choices: list[StepChoice] = field(default_factory=list)  # the selected step and its optimism
 
     def fit(self, metric: str, arm: str, bench: str, budget: int, variant: str | None = None) -> TrendFit | None:
         for f in self.fits:
@@ -358,6 +361,9 @@ def analyse(
     ref_path = default_reference(st.name) if reference is None else (Path(reference) if reference else None)
     if ref_path is not None:
         ref_entries = load_reference(ref_path)  # bad file: one-line error before any work
+    main, along_records = split_records(st)  # steps and the held-out benchmark: their own section
+    if main is not st.records:
+        st = with_records(st, main)
     ms = compute_metrics(st.records, n_boot=n_boot, level=level, progress=progress)
     if progress:
         log(f"{st.name}: metrics for {len(ms.metrics)} groups ({time.perf_counter() - t0:.1f} s)")
@@ -389,6 +395,7 @@ def analyse(
             if f.metric in HEADLINE:
                 an.predictions.append((text, f, fit_predict(f, n)))
     an.headline = _effect_trends(an, pts, predict, level)
+    an.along, an.choices = analyse_along(st, along_records, n_boot=n_boot, level=level)
     if ref_path is not None:
         an.reference_file = str(ref_path)
         an.reference, an.reference_notes = match_reference(an, ref_entries)

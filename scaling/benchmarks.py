@@ -26,6 +26,7 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ __all__ = [
 
 DEFAULT_MATH_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."  # Art's suffix
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+GRADERS = ("math", "choice", "code")
+CODE_KEYS = ("release", "start_date", "end_date")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,12 +69,15 @@ class BenchmarkSpec:
     problem_column: str = "problem"
     answer_column: str = "answer"
     id_column: str | None = None  # None: the row index
-    grader: str = "math"  # math | choice
+    grader: str = "math"  # math | choice | code
     prompt_suffix: str = DEFAULT_MATH_SUFFIX
     answer_after: str | None = None  # gold = text after the last occurrence (GSM8K: "####")
     correct_column: str | None = None  # choice: column of the correct option text (GPQA)
     incorrect_columns: list[str] = field(default_factory=list)  # choice: the distractors
     max_problems: int | None = None
+    release: str | None = None  # code (LiveCodeBench): v1..v6, the cumulative release_vN files
+    start_date: str | None = None  # code: first contest_date kept (ISO date, inclusive)
+    end_date: str | None = None  # code: contest_date before this (ISO date, exclusive)
     description: str = ""
     citation: str = ""
     file: str = ""  # the YAML it came from ("" for a bare data path)
@@ -108,6 +114,8 @@ def load_benchmark(name: str) -> BenchmarkSpec:
     file and key when a YAML is malformed."""
     if "://" in name:  # a generated set such as task://arith?split=test (scaling.task)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.split("://", 1)[1]).strip("_.")[:80] or "task"
+        if name.startswith("task://code"):  # the tiny code task (scaling.task): graded by running it
+            return BenchmarkSpec(name=safe, source=name, split="test", grader="code", prompt_suffix="")
         return BenchmarkSpec(name=safe, source=name, split="test")
     p = Path(name)
     if p.suffix in DATA_SUFFIXES:
@@ -135,13 +143,17 @@ def _from_yaml(name: str, f: Path) -> BenchmarkSpec:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"not valid YAML: {str(exc).splitlines()[0]}", path=str(f)) from exc
+    except ValueError as exc:  # a date-like scalar that is no date (2024-13-01): yaml raises ValueError
+        raise RecipeError(f"not valid YAML: {exc} (a YYYY-MM-DD value must be a real date)", path=str(f)) from exc
     if not isinstance(data, dict):
         raise RecipeError("a benchmark file must be a mapping of keys", path=str(f))
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise RecipeError(f"unknown key (known: {', '.join(sorted(_FIELDS))})", path=str(f), key=unknown[0])
-    if data.get("grader", "math") not in ("math", "choice"):
-        raise RecipeError(f"grader must be math or choice, not {data['grader']!r}", path=str(f), key="grader")
+    if data.get("grader", "math") not in GRADERS:
+        raise RecipeError(f"grader must be one of {', '.join(GRADERS)}, not {data['grader']!r}", path=str(f),
+                          key="grader")
+    _check_code_keys(data, f)
     if not data.get("source") and not data.get("path"):
         raise RecipeError("set source (hub id) or path (local file)", path=str(f), key="source")
     if data.get("grader") == "choice" and not (data.get("correct_column") and data.get("incorrect_columns")):
@@ -176,8 +188,42 @@ def _from_yaml(name: str, f: Path) -> BenchmarkSpec:
         lp = Path(os.path.expandvars(os.path.expanduser(str(local))))
         data["path"] = str(lp if lp.is_absolute() else (f.parent / lp).resolve())
     data = {k: (str(v) if k in ("source", "split", "subset", "id_column", "correct_column", "answer_after",
-                                "prompt_suffix") and v is not None else v) for k, v in data.items()}
+                                "prompt_suffix", "release", "start_date", "end_date") and v is not None else v)
+            for k, v in data.items()}
+    if data.get("grader") == "code":
+        data.setdefault("prompt_suffix", "")  # LCB's prompt carries its own instructions
     return BenchmarkSpec(name=name, file=str(f), **data)
+
+
+def _check_code_keys(data: dict, f: Path) -> None:
+    """release/start_date/end_date: only for grader code; a known release; ISO dates, start < end."""
+    from .codebench import RELEASES, parse_date
+
+    for key in CODE_KEYS:
+        if data.get(key) is None:
+            continue
+        if data.get("grader", "math") != "code":
+            raise RecipeError(f"{key} is a code-benchmark key; set grader: code or remove it", path=str(f), key=key)
+        if isinstance(data[key], bool) or not isinstance(data[key], (str, int, float, date)):
+            raise RecipeError(f"must be text, got {type(data[key]).__name__}", path=str(f), key=key)
+    rel = data.get("release")
+    if rel is not None and str(rel).removeprefix("release_") not in (*RELEASES, "latest"):
+        raise RecipeError(f"unknown LiveCodeBench release {rel!r}; use one of {', '.join(RELEASES)}", path=str(f),
+                          key="release")
+    if rel is not None:
+        data["release"] = str(rel).removeprefix("release_")
+    dates = {}
+    for key in ("start_date", "end_date"):
+        if data.get(key) is not None:
+            try:
+                dates[key] = parse_date(data[key], key=key)
+            except RecipeError:
+                raise RecipeError(f"{data[key]!r} is not an ISO date; write YYYY-MM-DD (e.g. 2024-10-01)",
+                                  path=str(f), key=key) from None
+            data[key] = dates[key].isoformat()
+    if len(dates) == 2 and dates["start_date"] >= dates["end_date"]:
+        raise RecipeError(f"end_date {dates['end_date']} must be after start_date {dates['start_date']} "
+                          "(end is exclusive)", path=str(f), key="end_date")
 
 
 def to_dataset_spec(spec: BenchmarkSpec, *, max_rows: int | None = None) -> Any:

@@ -375,3 +375,54 @@ def phases_table(a: StudyAnalysis) -> Block:
     return Block("table", header=["size", "run", "transition step", "logged steps", "length start", "length plateau",
                                   "truncated (adaptation)", "truncated (refinement)", "reward change (refinement)",
                                   "how decided"], rows=rows)
+
+
+# ------------------------------------------------------- evaluation along training (issue 26)
+def along_sizes(a: StudyAnalysis) -> list[str]:
+    """Sizes with an along-training curve, in report order."""
+    have = {p.size for p in a.along}
+    return [s for s in a.sizes() if s in have] + sorted(have - set(a.sizes()))
+
+
+def along_table(a: StudyAnalysis, size: str) -> Block:
+    """One size along training: per checkpoint, its step, the held-out selection metric, and test
+    accuracy and mean length (largest budget of each test benchmark) with bootstrap intervals;
+    the selected step marked."""
+    pts = [p for p in a.along if p.size == size]
+    choice = next((c for c in a.choices if c.size == size), None)
+    tests = sorted({p.benchmark for p in pts if not p.held_out})
+    top = {b: max(p.budget_tokens for p in pts if p.benchmark == b) for b in tests}
+    ckpts = sorted({(p.step, p.checkpoint) for p in pts})
+    header = ["step"]
+    if choice is not None:
+        header.append(f"{choice.select_benchmark} {choice.metric} @ {choice.select_budget:,} (held out)")
+    for b in tests:
+        header += [f"{b} accuracy @ {top[b]:,}", f"{b} mean length"]
+    header.append("selected")
+    rows = []
+    for step, ck in ckpts:
+        row = [f"{step}" + (" (final)" if ck == "trained" else "")]
+        if choice is not None:
+            sel = next((p for p in pts if (p.checkpoint, p.benchmark, p.budget_tokens)
+                        == (ck, choice.select_benchmark, choice.select_budget)), None)
+            row.append(_fmt(sel.value) if sel is not None else "–")
+        for b in tests:
+            p = next((p for p in pts if (p.checkpoint, p.benchmark, p.budget_tokens) == (ck, b, top[b])), None)
+            row += [_ci(p.accuracy, p.accuracy_lo, p.accuracy_hi) if p else "–",
+                    f"{_tokens(p.tokens_mean)} [{_tokens(p.tokens_mean_lo)}, {_tokens(p.tokens_mean_hi)}]" if p else "–"]
+        row.append("◀ selected" if choice is not None and choice.selected == ck else "")
+        rows.append(row)
+    return Block("table", header=header, rows=rows, name=f"along-{size}")
+
+
+def optimism_lines(a: StudyAnalysis) -> list[str]:
+    """One line per (size, test benchmark): the selected step and its optimism, selected - final."""
+    out = []
+    for c in a.choices:
+        opt = _signed(c.optimism * 100, "pt")
+        if c.selected != "trained":
+            opt += f" [{c.optimism_lo * 100:+.1f}, {c.optimism_hi * 100:+.1f}]".replace("-", "−")
+        out.append(f"{a.label(c.size)}: step {c.selected_step} of {c.final_step} selected on {c.select_benchmark} "
+                   f"({c.metric} @ {c.select_budget:,}); optimism on {c.benchmark} @ {c.budget_tokens:,} "
+                   f"(selected − final accuracy): {opt}")
+    return out

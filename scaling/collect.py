@@ -72,6 +72,9 @@ class StudyRecords:
     notes: list[str] = field(default_factory=list)  # fallbacks taken while reading
     # size key -> stage (sft | train) -> that run of plan.json (model_source, sft, train): what each arm is
     stages: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # size key -> {"max_steps": int, "select_step": {benchmark, metric, budget} | None}: evaluation
+    # along training (scaling/schedule.py), from plan.json; {} for a study without a schedule
+    along: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def size_order(self, convention: str = "active") -> list[str]:
         """Sizes that have records or signals, ordered by parameters in ``convention`` (active or
@@ -195,6 +198,24 @@ def stages_from_plan(plan_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def along_from_plan(plan_path: Path) -> dict[str, dict[str, Any]]:
+    """size -> {"max_steps", "select_step"} for the sizes whose plan evaluates intermediate steps
+    (an eval run with checkpoint step-N); an unreadable plan gives {}."""
+    try:
+        data = json.loads(plan_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    runs = data.get("runs", []) if isinstance(data, dict) else []
+    out: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        if run.get("stage") == "eval" and str(run.get("checkpoint", "")).startswith("step-") and run.get("size"):
+            out.setdefault(run["size"], {"select_step": (run.get("eval") or {}).get("select_step"), "max_steps": 0})
+    for run in runs:
+        if run.get("stage") == "train" and run.get("size") in out:
+            out[run["size"]]["max_steps"] = int((run.get("train") or {}).get("max_steps") or 0)
+    return out
+
+
 def collect(
     study: str | Path,
     *,
@@ -268,4 +289,5 @@ def collect(
     return StudyRecords(
         name=root.name, path=root, records=records, signals=signals, sizes=sizes, skipped=skipped, notes=notes,
         stages=stages_from_plan(plan_path) if plan_path.is_file() else {},
+        along=along_from_plan(plan_path) if plan_path.is_file() else {},
     )

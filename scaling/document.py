@@ -9,6 +9,7 @@ list of ``blocks.Block`` that ``report`` renders to report.md / report.html.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 from . import figures
@@ -21,6 +22,9 @@ from .blocks import (
     metrics_table,
     phases_table,
     predictions_table,
+    along_sizes,
+    along_table,
+    optimism_lines,
     reference_blocks,
     summary_table,
     variant_sentence,
@@ -28,6 +32,7 @@ from .blocks import (
 )
 from .fit import AICC_MARGIN, LOSO_MAX, R2_MIN, trend_verdict
 from .signals import ALERT_KINDS, PHASE_RULE
+from .tracking_read import study_curves
 
 
 def _safe(name: str) -> str:
@@ -122,6 +127,63 @@ def _method_text(an: StudyAnalysis) -> list[Block]:
 
 
 # -------------------------------------------------------------------------- the document
+def _tracker_blocks(ans: Sequence[StudyAnalysis]) -> list[Block]:
+    """One line per SFT/GRPO job that reported to trackio / TensorBoard / W&B: where its curves
+    are and the command that shows them (train.report_to / sft.report_to; jobs/tracking.py)."""
+    lines = [f"{a.name} {line}" if len(ans) > 1 else line for a in ans for line in study_curves(a.path)]
+    if not lines:
+        return []
+    return [Block("details", text=f"Training curves in the trackers ({len(lines)})", children=[Block("ul", items=lines)])]
+
+
+def _along_blocks(ans: list[StudyAnalysis], rendered: dict[str, Block]) -> list[Block]:
+    """The section "Along training" (issue 26): only for studies with an eval.checkpoints schedule."""
+    with_along = [a for a in ans if a.along]
+    if not with_along:
+        return []
+    blocks = [Block("h2", text="Along training", name="along-training"),
+              Block("p", text="Intermediate checkpoints (eval.checkpoints step-N / 'every N') evaluated after training. "
+                              "The step is selected per size on the held-out eval.select_step benchmark (argmax, ties -> "
+                              "earliest), never on a reported test benchmark; its optimism is the selected minus the final "
+                              "accuracy on each test benchmark, with a paired bootstrap interval over problems. These "
+                              "checkpoints and the held-out benchmark appear in no other section.")]
+    for a in with_along:
+        for size in along_sizes(a):
+            blocks.append(Block("h3", text=f"{a.name}: {a.label(size)}" if len(ans) > 1 else a.label(size)))
+            blocks.append(along_table(a, size))
+        lines = optimism_lines(a)
+        blocks.append(Block("ul", items=lines) if lines else
+                      Block("p", text=f"{a.name}: no eval.select_step: no step selected.", cls="note"))
+        if f"along_training_{a.name}" in rendered:
+            blocks.append(rendered[f"along_training_{a.name}"])
+    return blocks
+
+
+def code_benchmark_notes(ans: list[StudyAnalysis]) -> list[str]:
+    """One line per code benchmark: its LiveCodeBench release and contest-date window, and a flag
+    when any of its evaluations ran model code without the sandbox (``eval.code.allow_unsandboxed``),
+    read from the evaluation jobs' DONE records (``<study>/<size>/<eval run>/<benchmark>/DONE``)."""
+    from .durable import read_done  # here: only a study with code benchmarks needs it
+
+    out = []
+    for a in ans:
+        for b in a.ms.benchmarks:
+            infos = [i for d in sorted(Path(a.path).glob(f"*/*/{b}")) if (i := read_done(d)) and i.get("grader") == "code"]
+            if not infos:
+                continue
+            i = infos[0]
+            window = ", ".join(x for x in (f"release {i['release']}" if i.get("release") else "",
+                                           f"contest_date {i.get('start_date') or '…'}..{i.get('end_date') or '…'} "
+                                           "(end exclusive)" if i.get("start_date") or i.get("end_date") else "") if x)
+            text = f"{b}: code benchmark, graded by running the program on hidden tests" + (f"; {window}" if window else "")
+            unsafe = sum(bool(x.get("unsandboxed")) for x in infos)
+            if unsafe:
+                text += (f". WARNING: {unsafe} of {len(infos)} evaluations ran model code WITHOUT the sandbox "
+                         "(eval.code.allow_unsandboxed: true)")
+            out.append((f"{a.name}: " if len(ans) > 1 else "") + text + ".")
+    return out
+
+
 def build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> list[Block]:
     title = "Scaling report: " + " vs ".join(a.name for a in ans)
     blocks = [Block("h1", text=title)]
@@ -134,6 +196,9 @@ def build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> l
                     f"{'/'.join(map(str, k))} samples per problem, parameters {a.convention}")
     warn = f"{n_alerts} warning{'s' if n_alerts != 1 else ''} (below the headline)" if n_alerts else "no warnings"
     blocks.append(Block("p", text="; ".join(lead) + f". {warn}.", cls="lead"))
+    code = code_benchmark_notes(ans)  # issue 24: a code benchmark's release and window, an unsandboxed run
+    if code:
+        blocks.append(Block("ul", items=code))
     for a in ans:
         blocks += arms_blocks(a)
 
@@ -158,6 +223,9 @@ def build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> l
                          lambda a=a, b=b: figures.lengths(a, b)))
         if a.study.signals.num_rows:
             figs.append((f"training_{a.name}", f"Training curves: {a.name}", lambda a=a: figures.training(a)))
+        if a.along:
+            figs.append((f"along_training_{a.name}", f"Accuracy and length against training step: {a.name}",
+                         lambda a=a: figures.along_training(a)))
     rendered: dict[str, Block] = {}
     for i, (name, caption, fn) in enumerate(figs):
         if progress:
@@ -236,6 +304,8 @@ def build(ans: list[StudyAnalysis], predict: Sequence[str], progress: bool) -> l
         blocks.append(phases_table(a))
         if f"training_{a.name}" in rendered:
             blocks.append(rendered[f"training_{a.name}"])
+    blocks += _tracker_blocks(ans)  # issue 26: where each run's tracker curves are
+    blocks += _along_blocks(ans, rendered)
     blocks.append(Block("h2", text="How the numbers were made"))
     blocks += _method_text(ans[0])
     for a in ans:

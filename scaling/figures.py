@@ -324,3 +324,52 @@ def training(an: StudyAnalysis) -> bytes:
         ax.legend(h1 + h2, l1 + l2, fontsize=5, loc="center right")
     fig.suptitle(f"{an.name}: training curves (dashed line: detected phase transition)", fontsize=10)
     return _png(fig)
+
+
+def along_training(an: StudyAnalysis) -> bytes:
+    """Evaluation along training (issue 26): per size, test accuracy (left axis, with bootstrap
+    intervals) and mean length (right axis) against the training step at each test benchmark's
+    largest budget; the held-out selection metric dotted; the selected step a vertical line."""
+    plt = _plt()
+    have = {p.size for p in an.along}
+    sizes = [s for s in an.sizes() if s in have] + sorted(have - set(an.sizes()))
+    cols = min(4, max(1, len(sizes)))
+    rows = max(1, math.ceil(len(sizes) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.1 * rows), squeeze=False, layout="constrained")
+    for ax in axes.ravel()[len(sizes):]:
+        ax.axis("off")
+    for ax, size in zip(axes.ravel(), sizes):
+        pts = [p for p in an.along if p.size == size]
+        ax2 = ax.twinx()
+        tests = sorted({p.benchmark for p in pts if not p.held_out})
+        for j, b in enumerate(tests):
+            top = max(p.budget_tokens for p in pts if p.benchmark == b)
+            sel = sorted((p for p in pts if p.benchmark == b and p.budget_tokens == top), key=lambda p: p.step)
+            x = [p.step for p in sel]
+            acc = np.array([p.accuracy for p in sel]) * 100
+            err = np.array([[p.accuracy - p.accuracy_lo for p in sel], [p.accuracy_hi - p.accuracy for p in sel]]) * 100
+            color = f"C{j}"
+            ax.errorbar(x, acc, yerr=np.clip(err, 0, None), color=color, marker="o", ms=3, lw=1, capsize=2,
+                        label=f"{b} accuracy @ {top:,}")
+            ax2.plot(x, [p.tokens_mean for p in sel], color=color, ls="--", lw=1, label=f"{b} mean length")
+        choice = next((c for c in an.choices if c.size == size), None)
+        if choice is not None:
+            held = sorted((p for p in pts if p.benchmark == choice.select_benchmark
+                           and p.budget_tokens == choice.select_budget), key=lambda p: p.step)
+            scale = 100.0 if choice.metric != "accuracy_per_1k_tokens" else 1.0
+            ax.plot([p.step for p in held], [p.value * scale for p in held], color="0.3", ls=":", marker="s", ms=2,
+                    lw=1, label=f"{choice.select_benchmark} {choice.metric} (held out)")
+            ax.axvline(choice.selected_step, color="black", lw=1.2)
+            ax.annotate(f"selected: step {choice.selected_step}", (choice.selected_step, ax.get_ylim()[1]), fontsize=7,
+                        va="top", ha="left", xytext=(3, -3), textcoords="offset points")
+        ax.set_title(an.label(size), fontsize=9)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.set_ylabel("accuracy (%)", fontsize=8)
+        ax2.set_ylabel("mean length (tokens)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax2.tick_params(labelsize=7)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=5, loc="lower left")
+    fig.suptitle(f"{an.name}: evaluation along training (solid line: the selected step)", fontsize=10)
+    return _png(fig)

@@ -380,12 +380,13 @@ def grade_many(
 ) -> list[Grade]:
     """Grade a batch through one bounded worker; never hangs longer than ``timeout_s`` per sample.
 
-    ``kind``: ``math`` (math-verify) or ``choice`` (letter A-D). Raises ValueError for a length
-    mismatch or an unknown kind (programming errors, not user input)."""
+    ``kind``: ``math`` (math-verify) or ``choice`` (letter A-D); code benchmarks are graded by
+    ``scaling.codegrade.grade_code_many``, which imports this module (so no dispatch back). Raises
+    ValueError for a length mismatch or an unknown kind (programming errors, not user input)."""
     if len(responses) != len(golds):
         raise ValueError(f"grade_many: {len(responses)} responses but {len(golds)} golds")
-    if kind not in ("math", "choice"):
-        raise ValueError(f"grade_many: unknown kind {kind!r} (known: math, choice)")
+    if kind not in ("math", "choice"):  # code: scaling.codegrade.grade_code_many (it imports this module)
+        raise ValueError(f"grade_many: unknown kind {kind!r} (known: math, choice; code is codegrade.grade_code_many)")
     results: list[Grade | None] = [None] * len(responses)
     pending: list[tuple[int, str, str]] = []
     for i, (resp, gold) in enumerate(zip(responses, golds)):

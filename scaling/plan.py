@@ -10,6 +10,8 @@ What it does
         <size>/train                           GRPO with the length-aware reward
         <size>/eval-base     (eval.checkpoints) the model training starts from, an array over benchmarks
         <size>/eval-trained                    the trained model, an array over benchmarks, after train
+        <size>/eval-step-<N> (eval.checkpoints step-N / 'every N') train's checkpoint-N, an array, after
+                                               train (scaling/schedule.py; + eval.select_step's benchmark)
 
     Each ``RunSpec`` is fully resolved (no ``None`` left in what its job reads) and carries the
     provenance of every leaf: the recipe file, ``--set``, ``default`` or ``rule:<name>``.
@@ -53,6 +55,7 @@ from .records import (
 )
 from .records.convert import flatten, from_plain
 from .rules import VLLM_IS_MODES, derive_size_settings
+from .schedule import expand_checkpoints, schedule_problem, scheduled_steps, selection_problem
 from .sizes import size_key
 
 if TYPE_CHECKING:  # the type only: plan runs on any object with Study's fields (tests pass small ones)
@@ -125,6 +128,11 @@ def _check(size: str, profile: ClusterProfile, train: TrainSettings, ev: EvalSet
     if train.vllm_is_mode not in VLLM_IS_MODES or not train.vllm_is_cap > 0:
         raise PlanError(f"{size}: train.vllm_is_mode={train.vllm_is_mode!r}, vllm_is_cap={train.vllm_is_cap}: TRL accepts "
                         f"the modes {', '.join(VLLM_IS_MODES)} and a positive cap; set vllm_is_mode: null (rule)")
+    schedule = schedule_problem(ev.checkpoints, save_steps=train.save_steps, max_steps=train.max_steps,
+                                lora=train.finetune is Finetune.lora)
+    selection = schedule or selection_problem(ev, list(ev.budgets), scheduled_steps(ev.checkpoints, train.max_steps))
+    if selection:
+        raise PlanError(f"{size}: {selection}")
     if ev.budgets and max(ev.budgets) > model.max_position:
         raise PlanError(f"{size}: eval budget {max(ev.budgets)} exceeds the model's context {model.max_position}; "
                         "drop the larger budgets (eval.budgets)")
@@ -213,7 +221,7 @@ def make_plan(study: Study) -> Plan:
         def spec(stage: str, run_id: str, **kw: Any) -> RunSpec:
             keep = ("model.", f"resources.{stage}.", "seed")
             sections = {"curate": ("curate.", "train.", "eval."), "sft": ("sft.",), "train": ("train.", "curate."),
-                        "eval": ("eval.",)}[stage]
+                        "eval": ("eval.",)}[stage] + (("eval.",) if stage == "train" and "eval" in kw else ())
             rp = {}
             for key, src in prov.items():
                 if key.startswith(keep + sections):
@@ -247,15 +255,26 @@ def make_plan(study: Study) -> Plan:
             facts, finetune=train.finetune, zero_stage=train.zero_stage, nodes=res["train"].nodes,
             hours=est.train_hours, max_steps=train.max_steps, staleness=train.off_policy_staleness,
             timeout_min=res["train"].timeout_min, lora_rank=train.lora_rank, lora_targets=list(train.lora_targets))
-        total += add_job(spec("train", f"{size}/train", init_from=start_from, train=train, curate=curate), "train",
+        steps = scheduled_steps(ev.checkpoints, train.max_steps) if "eval" in stages else []
+        # a schedule: the train run carries eval (its job keeps every checkpoint, jobs/train_config.py)
+        total += add_job(spec("train", f"{size}/train", init_from=start_from, train=train, curate=curate,
+                              **({"eval": ev} if steps else {})), "train",
                          after, est.train_hours, checkpointable=True, signal_delay_s=lead)
         if "eval" in stages:
             eval_hours = sum(est.eval_hours.values())
-            for ck in ev.checkpoints:
-                init = f"{size}/train" if ck == "trained" else start_from
-                dep = [f"{size}/train"] if ck == "trained" else ([f"{size}/sft"] if sft.enabled else [])
+            held_out = [ev.select_step.benchmark] if ev.select_step is not None and steps else []
+            if steps:
+                notes[f"{size}:eval.checkpoints"] = (
+                    f"steps {', '.join(map(str, steps))} from {size}/train/checkpoints/checkpoint-<step> (multiples of "
+                    f"train.save_steps={train.save_steps} below max_steps={train.max_steps})"
+                    + (f"; select_step on {held_out[0]}" if held_out else ""))
+            for ck in expand_checkpoints(ev.checkpoints, train.max_steps):
+                init = start_from if ck == "base" else f"{size}/train"
+                dep = ([f"{size}/sft"] if sft.enabled else []) if ck == "base" else [f"{size}/train"]
+                items = list(ev.benchmarks) + (held_out if ck != "base" else [])
                 total += add_job(spec("eval", f"{size}/eval-{ck}", init_from=init, checkpoint=ck, eval=ev), "eval",
-                                 dep, eval_hours, array=list(ev.benchmarks))
+                                 dep, eval_hours * (len(items) / len(ev.benchmarks) if held_out and ck != "base" else 1),
+                                 array=items)
     return Plan(study=study.name, profile=profile, runs=runs, jobs=jobs, gpu_hours=round(total, 1),
                 sources=list(study.sources), notes=notes)
 
@@ -313,6 +332,8 @@ def print_plan(plan: Plan, explain: str | None = None) -> None:
     table.add_row("total", f"{sizes} sizes", f"{len(plan.runs)} runs", "", "", "", "", "", "",
                   _hours(plan.gpu_hours) if gpu else "-", "")
     console.print(table)
+    for line in benchmark_lines(plan):  # issue 24: every benchmark with its budgets (a code benchmark: its window)
+        console.print(line)
     for key, warning in plan.notes.items():
         if ":warning:" in key:
             console.print(f"[yellow]warning[/yellow]: {warning}")
@@ -320,6 +341,33 @@ def print_plan(plan: Plan, explain: str | None = None) -> None:
                   "it TRL's reference model (beta > 0).  time = Slurm time limit (h:mm); ↻ = checkpointable, requeues "
                   "past the limit. GPU-h are estimates (scaling/rules.py, docs/recipes.md).  --explain SIZE shows where "
                   "every value came from.")
+
+
+def benchmark_lines(plan: Plan, size: str | None = None) -> list[str]:
+    """One line per evaluated benchmark: its budgets per size and, for a code benchmark, its
+    LiveCodeBench release and contest-date window (``codebench.window_text``)."""
+    from .benchmarks import load_benchmark  # here, not at the top: only the printed plan reads benchmark files
+    from .codebench import window_text
+
+    seen: dict[str, list[str]] = {}
+    for run in plan.runs:
+        if run.eval is None or (size is not None and run.size != size):
+            continue
+        for b in run.eval.benchmarks:
+            budgets = ", ".join(f"{int(x):,}" for x in sorted(run.eval.budgets))
+            seen.setdefault(b, [])
+            if budgets not in seen[b]:
+                seen[b].append(budgets)
+    lines = []
+    for b, budgets in seen.items():
+        try:
+            spec = load_benchmark(b)
+        except RecipeError:  # validation names a bad benchmark; the listing does not
+            spec = None
+        window = window_text(spec) if spec is not None else ""
+        kind = f" ({spec.grader} grader)" if spec is not None and spec.grader != "math" else ""
+        lines.append(f"benchmark {b}{kind}: budgets {' | '.join(budgets)}" + (f"; {window}" if window else ""))
+    return lines
 
 
 def _print_explain(console: Any, plan: Plan, size: str) -> None:
@@ -373,6 +421,10 @@ def _print_explain(console: Any, plan: Plan, size: str) -> None:
             console.print(table)
             for note, rules in why.items():
                 console.print(f"  {', '.join(rules)}: {note}")
+    for line in benchmark_lines(plan, size=key):  # issue 24: budgets, and a code benchmark's window
+        console.print(line)
+    if f"{key}:eval.checkpoints" in plan.notes:  # the schedule's steps and where their models come from
+        console.print(f"eval.checkpoints schedule: {plan.notes[key + ':eval.checkpoints']}")
     job_hours = {j.run_id: j.gpu_hours for j in plan.jobs if j.run_id.startswith(key + "/")}
     console.print("estimated GPU-hours: " + ", ".join(f"{k} {_hours(v)}" for k, v in job_hours.items())
                   + f"; training est. {plan.notes.get(key + ':train_hours', '?')} h wall, "

@@ -32,7 +32,8 @@ MODEL_IGNORE = ["original/*", "*.pth", "*.gguf", "*.onnx", "*.msgpack", "*.h5"] 
 
 @dataclass(frozen=True)
 class PrefetchItem:
-    """One download. ``kind``: model | dataset. ``used_by``: the first run that needs it."""
+    """One download. ``kind``: model | dataset | code (a code benchmark's files; ``split`` holds its
+    release). ``used_by``: the first run that needs it."""
 
     kind: str
     repo_id: str
@@ -71,9 +72,14 @@ def plan_prefetch(plan: Any) -> list[PrefetchItem]:
             if ds is not None:
                 add("dataset", ds.source, run.run_id, ds.subset, ds.split)
         if run.eval is not None:
-            for name in run.eval.benchmarks:
+            sel = run.eval.select_step  # the held-out benchmark of eval.select_step is evaluated too
+            for name in run.eval.benchmarks + ([sel.benchmark] if sel is not None and sel.benchmark else []):
                 spec = load_benchmark(name)
-                if not spec.path:
+                if spec.path:
+                    continue
+                if spec.grader == "code":  # LiveCodeBench: its raw JSONL files, no dataset script (codebench)
+                    add("code", spec.source, run.run_id, None, spec.release)
+                else:
                     add("dataset", spec.source, run.run_id, spec.subset, spec.split)
     return list(items.values())
 
@@ -93,6 +99,19 @@ def _download_dataset(repo_id: str, subset: str | None, split: str | None, cache
         repo_id, subset, split=split, cache_dir=str(cache_dir / "datasets") if cache_dir else None
     )
     return f"{len(ds)} rows"
+
+
+def _download_code_files(repo_id: str, release: str | None, cache_dir: Path | None) -> str:
+    """A code benchmark's release files (``codebench.release_files``) into the hub cache, where
+    ``codebench.load_lcb`` finds them offline. Not tested against the hub (no network in CI)."""
+    from huggingface_hub import hf_hub_download
+
+    from .codebench import RELEASES, release_files
+
+    names = release_files(release or RELEASES[-1])
+    for name in names:
+        hf_hub_download(repo_id, name, repo_type="dataset", cache_dir=str(cache_dir / "hub") if cache_dir else None)
+    return f"{len(names)} files ({', '.join(names)})"
 
 
 def prefetch(plan: Any, cache_dir: str | os.PathLike[str] | None = None) -> int:
@@ -120,6 +139,8 @@ def prefetch(plan: Any, cache_dir: str | os.PathLike[str] | None = None) -> int:
         try:
             if item.kind == "model":
                 what = _download_model(item.repo_id, cache)
+            elif item.kind == "code":
+                what = _download_code_files(item.repo_id, item.split, cache)
             else:
                 what = _download_dataset(item.repo_id, item.subset, item.split, cache)
         except Exception as exc:  # network, auth (gated datasets), missing repos: report all at the end

@@ -39,6 +39,7 @@ from .durable import atomic_write_text
 from .errors import RecipeError
 
 TASK_SCHEME = "task://"
+TASKS = ("arith", "code")  # code: "write a Python function" problems (generate_code)
 SPLITS = ("train", "test", "ood")
 
 _NAMES = (("Ann", "She"), ("Ben", "He"), ("Mia", "She"), ("Tom", "He"), ("Eva", "She"), ("Sam", "He"))
@@ -195,28 +196,205 @@ def generate(split: str, n: int, cfg: TaskConfig = TaskConfig(), *, with_trace: 
     return rows
 
 
+# ------------------------------------------------------------------------------- the code task
+# "Write a Python function f(x) that adds 7 to x, then subtracts 3. Return the result." -- the
+# same operations as arith, asked as a function and graded by running hidden tests (functional
+# kind, scaling.codegrade). For the tiny ladder's cross-domain check (issue 24): trained on math,
+# does the length change carry over to code? No LiveCodeBench problem is shipped.
+CODE_FN = "f"
+CODE_TESTS = 5  # hidden tests per problem
+CODE_TIME_LIMIT_S = 6.0  # LCB's per-test limit (scaling.codebench.TEST_TIMEOUT_S)
+
+
+def code_expression(p: Problem) -> str:
+    """``x + 7 - 3``: the body of the function."""
+    return "x" + "".join(f" {op} {n}" for op, n in p.ops)
+
+
+def make_code_problem(rng: random.Random, *, steps: int, digits: int, pid: str) -> tuple[Problem, list[int]]:
+    """One function-writing problem and its hidden test inputs (distinct integers, some negative)."""
+    ops = tuple((rng.choice("+-"), _operand(rng, digits)) for _ in range(steps))
+    parts = []
+    for k, (op, n) in enumerate(ops):
+        if k == 0:
+            parts.append(f"adds {n} to x" if op == "+" else f"subtracts {n} from x")
+        else:
+            parts.append(f"then adds {n}" if op == "+" else f"then subtracts {n}")
+    text = f"Write a Python function {CODE_FN}(x) that {', '.join(parts)}. Return the result."
+    xs = rng.sample(range(-10 ** digits * 3, 10 ** digits * 3 + 1), CODE_TESTS)
+    p = Problem(id=pid, problem=text, answer="", start=0, ops=ops, name=CODE_FN, item="x")
+    return p, xs
+
+
+def _apply(p: Problem, x: int) -> int:
+    for op, n in p.ops:
+        x = x + n if op == "+" else x - n
+    return x
+
+
+def code_gold(p: Problem, xs: list[int]) -> str:
+    """The gold JSON scaling.codegrade grades against (functional kind, LCB's conventions)."""
+    tests = [{"input": json.dumps(x), "output": json.dumps(_apply(p, x))} for x in xs]
+    return json.dumps({"kind": "functional", "fn_name": CODE_FN, "tests": tests, "time_limit_s": CODE_TIME_LIMIT_S})
+
+
+def code_trace(p: Problem, rechecks: int, rng: random.Random) -> str:
+    """The SFT completion: build the expression step by step, ``rechecks`` checks on an example,
+    ``</think>``, then the solution in a ```python fence.
+
+    >>> p = Problem(id="x", problem="", answer="", start=0, ops=(("+", 7), ("-", 3)), name="f", item="x")
+    >>> print(code_trace(p, 0, random.Random(0)))
+    <think>
+    f(x) starts from x.
+    Add 7: x + 7.
+    Subtract 3: x + 7 - 3.
+    So f(x) = x + 7 - 3.
+    </think>
+    <BLANKLINE>
+    ```python
+    def f(x):
+        return x + 7 - 3
+    ```
+    """
+    out = ["<think>", f"{CODE_FN}(x) starts from x."]
+    expr = "x"
+    for op, n in p.ops:
+        expr += f" {op} {n}"
+        out.append(f"{'Add' if op == '+' else 'Subtract'} {n}: {expr}.")
+    out.append(f"So {CODE_FN}(x) = {expr}.")
+    for _ in range(rechecks):
+        x = rng.randint(1, 9)
+        out.append(rng.choice(_RECHECK_OPENERS))
+        total, line = x, []
+        for op, n in p.ops:
+            new = total + n if op == "+" else total - n
+            line.append(f"{total} {op} {n} = {new}.")
+            total = new
+        out.append(f"Try x = {x}: " + " ".join(line))
+        out.append(f"Yes, {CODE_FN}({x}) = {total}.")
+    out.append("</think>")
+    return "\n".join(out) + f"\n\n```python\ndef {CODE_FN}(x):\n    return {expr}\n```"
+
+
+def _code_held_out(ops: tuple[tuple[str, int], ...]) -> bool:
+    """True for the quarter of functions the code task's test split owns (stable across versions)."""
+    import hashlib
+
+    return hashlib.sha256(repr(ops).encode()).digest()[0] % 4 == 0
+
+
+def generate_code(split: str, n: int, cfg: TaskConfig = TaskConfig(), *, with_trace: bool | None = None) -> list[dict]:
+    """``n`` code-task rows: ``id, problem, answer`` (the gold JSON), ``steps, digits`` (+
+    ``completion, rechecks`` for SFT) -- the arith rows' columns; ids start with ``code-``.
+    ``test`` holds only functions ``train`` never draws; ``ood`` has ``ood_extra_steps`` more
+    operations; test and ood never repeat a problem (so ``n`` is capped by the space: ~81 test
+    functions at steps=2, digits=1)."""
+    if split not in SPLITS:
+        raise RecipeError(f"unknown split {split!r}; known: {', '.join(SPLITS)}", key="task.split")
+    if n < 1:
+        raise RecipeError(f"n={n} must be >= 1", key="task.n")
+    steps = cfg.steps + (cfg.ood_extra_steps if split == "ood" else 0)
+    rng = random.Random(f"code-{cfg.seed}-{_SPLIT_SEED[split]}")
+    want_trace = split == "train" if with_trace is None else with_trace
+    rows: list[dict] = []
+    seen: set[str] = set()
+    misses = 0
+    while len(rows) < n:
+        pid = f"code-{split}-{len(rows):06d}"
+        p, xs = make_code_problem(rng, steps=steps, digits=cfg.digits, pid=pid)
+        # the function space is small (18**2 = 324 two-step functions of 1-digit operands), so train
+        # and test partition it by a hash of the operations (test: a quarter; disjoint for any n),
+        # and train rows may repeat a function (with other re-checks); test and ood never repeat
+        held_out = _code_held_out(p.ops)
+        wrong_side = (split == "train" and held_out) or (split == "test" and not held_out)
+        if wrong_side or (split != "train" and p.problem in seen):
+            misses += 1
+            if misses > 5000:
+                raise RecipeError(f"only {len(rows)} distinct code {split} problems for steps={steps} "
+                                  f"digits={cfg.digits}; lower n or raise steps/digits", key="task.n")
+            continue
+        misses = 0
+        seen.add(p.problem)
+        row = {"id": pid, "problem": p.problem, "answer": code_gold(p, xs), "steps": steps, "digits": cfg.digits}
+        if want_trace:
+            trace_rng = random.Random(f"code-trace-{cfg.seed}-{split}-{pid}")
+            k = trace_rng.randint(0, cfg.max_rechecks)
+            row["rechecks"] = k
+            row["completion"] = code_trace(p, k, trace_rng)
+        rows.append(row)
+    return rows
+
+
+def mix_code(split: str, n: int, cfg: TaskConfig, code_frac: float, *, with_trace: bool | None = None) -> list[dict]:
+    """``n`` rows: ``round(n * code_frac)`` code rows at seeded places among the arith rows."""
+    k = min(n - 1, round(n * code_frac))
+    arith = generate(split, n - k, cfg, with_trace=with_trace)
+    if k <= 0:
+        return arith
+    code = generate_code(split, k, cfg, with_trace=with_trace)
+    at = set(random.Random(f"mix-{cfg.seed}-{split}-{n}-{k}").sample(range(n), k))
+    a, c = iter(arith), iter(code)
+    return [next(c) if i in at else next(a) for i in range(n)]
+
+
+def is_code_row(row: dict) -> bool:
+    """True for a code-task row (its id starts with ``code-``)."""
+    return str(row.get("id", "")).startswith("code-")
+
+
 # ------------------------------------------------------------------------------- task:// URIs
 def parse_task_uri(uri: str) -> tuple[str, int, TaskConfig, bool]:
     """``task://arith?split=test&n=200&steps=2&digits=1&seed=0`` -> (split, n, config, trace).
 
-    Unknown parameters are an error that lists the known ones.
+    Unknown parameters are an error that lists the known ones. (:func:`parse_task` also returns
+    the task's name and ``code_frac``.)
     """
+    req = parse_task(uri)
+    return req.split, req.n, req.cfg, req.with_trace
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A parsed ``task://`` URI: which task, split, how many rows, the knobs, traces, code mix."""
+
+    task: str  # arith | code
+    split: str
+    n: int
+    cfg: TaskConfig
+    with_trace: bool
+    code_frac: float = 0.0  # arith only: this share of the rows are code-task rows (SFT mixes)
+
+
+def parse_task(uri: str) -> TaskRequest:
+    """The full parse of a ``task://arith?..`` or ``task://code?..`` URI (see :func:`parse_task_uri`)."""
     if not uri.startswith(TASK_SCHEME):
         raise RecipeError(f"{uri!r} is not a task URI (expected {TASK_SCHEME}arith?split=...)", key="dataset.source")
     parsed = urllib.parse.urlparse(uri)
-    if parsed.netloc != "arith":
-        raise RecipeError(f"{uri}: unknown task {parsed.netloc!r}; known: arith", key="dataset.source")
+    if parsed.netloc not in TASKS:
+        raise RecipeError(f"{uri}: unknown task {parsed.netloc!r}; known: {', '.join(TASKS)}", key="dataset.source")
     params = dict(urllib.parse.parse_qsl(parsed.query, strict_parsing=False))
     split = params.pop("split", "train")
     n = params.pop("n", "1000")
     trace_flag = params.pop("trace", "")
+    frac_text = params.pop("code_frac", None) if parsed.netloc == "arith" else None
     known = {f.name for f in fields(TaskConfig)}
     unknown = sorted(set(params) - known)
     if unknown:
+        extra = "code_frac, " if parsed.netloc == "arith" else ""
         raise RecipeError(
-            f"{uri}: unknown parameter(s) {', '.join(unknown)}; known: split, n, trace, {', '.join(sorted(known))}",
+            f"{uri}: unknown parameter(s) {', '.join(unknown)}; known: split, n, trace, {extra}"
+            f"{', '.join(sorted(known))}",
             key="dataset.source",
         )
+    code_frac = 0.0
+    if frac_text is not None:
+        try:
+            code_frac = float(frac_text)
+        except ValueError:
+            code_frac = -1.0
+        if not 0.0 <= code_frac < 1.0:
+            raise RecipeError(f"{uri}: code_frac={frac_text!r} must be a number in [0, 1) (the share of code rows)",
+                              key="dataset.source")
     try:
         cfg = TaskConfig(**{k: int(v) for k, v in params.items()})
         n_rows = int(n)
@@ -232,7 +410,7 @@ def parse_task_uri(uri: str) -> tuple[str, int, TaskConfig, bool]:
     if trace_flag not in ("", "0", "1", "true", "false", "yes", "no"):
         raise RecipeError(f"{uri}: trace={trace_flag!r} must be 0 or 1", key="dataset.source")
     with_trace = trace_flag in ("1", "true", "yes") or (trace_flag == "" and split == "train")
-    return split, n_rows, cfg, with_trace
+    return TaskRequest(parsed.netloc, split, n_rows, cfg, with_trace, code_frac)
 
 
 def _did_you_mean(word: str, known: tuple[str, ...]) -> str:
@@ -248,9 +426,16 @@ def is_task_uri(source: str) -> bool:
 
 
 def load_task(uri: str) -> list[dict]:
-    """Rows of a ``task://`` URI (the hook ``jobs/data.load_problems`` calls for such sources)."""
-    split, n, cfg, with_trace = parse_task_uri(uri)
-    return generate(split, n, cfg, with_trace=with_trace)
+    """Rows of a ``task://`` URI (the hook ``jobs/data.load_problems`` calls for such sources).
+
+    ``task://arith?..&code_frac=f`` keeps ``n - round(n*f)`` arith rows (the same rows as
+    ``n - round(n*f)`` without it) and inserts ``round(n*f)`` code-task rows at seeded places."""
+    req = parse_task(uri)
+    if req.task == "code":
+        return generate_code(req.split, req.n, req.cfg, with_trace=req.with_trace)
+    if req.code_frac <= 0:
+        return generate(req.split, req.n, req.cfg, with_trace=req.with_trace)
+    return mix_code(req.split, req.n, req.cfg, req.code_frac, with_trace=req.with_trace)
 
 
 def task_uri(split: str, n: int, cfg: TaskConfig = TaskConfig()) -> str:

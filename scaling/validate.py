@@ -26,6 +26,7 @@ from .errors import ECHO_MAX, RecipeError, short
 from .layers import did_you_mean, source_of
 from .records import SizeSettings
 from .records.convert import type_hints
+from .schedule import checkpoint_problem
 
 STAGES = ("curate", "sft", "train", "eval")
 CHECKPOINTS = ("base", "trained")
@@ -37,6 +38,8 @@ LENGTH_PENALTIES = ("linear", "group", "hinge")  # rewards.tldr_penalty
 # tests/unit/test_recipe.py compares this list with the installed transformers.
 REPORT_TO = ("all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
              "mlflow", "neptune", "none", "swanlab", "tensorboard", "trackio", "wandb")
+# the loggers scaling/jobs/tracking.py points into the job directory (the others write elsewhere)
+TRACKERS = ("trackio", "tensorboard", "wandb", "none")
 
 
 class _Slow(Exception):
@@ -189,9 +192,11 @@ def check_size(size: str, s: SizeSettings, prov: dict[str, str], default_src: st
         raise fail("eval.benchmarks", "no benchmarks to evaluate on; list some (e.g. [aime25, math500]) "
                    "or set eval.checkpoints=[] to skip evaluation")
     _check_benchmarks(s.eval.benchmarks, lambda m: fail("eval.benchmarks", m))
-    for c in s.eval.checkpoints:
-        if c not in CHECKPOINTS:
-            raise fail("eval.checkpoints", f"unknown checkpoint {c!r}; use a subset of {list(CHECKPOINTS)}")
+    problem = checkpoint_problem(s.eval.checkpoints)  # base, trained, step-N, 'every N' (schedule.py)
+    if problem:
+        raise fail("eval.checkpoints", problem)
+    if s.eval.select_step is not None and s.eval.select_step.benchmark:
+        _check_benchmarks([s.eval.select_step.benchmark], lambda m: fail("eval.select_step.benchmark", m))
     if s.eval.samples_per_problem < 1:
         raise fail("eval.samples_per_problem", "must be >= 1")
     for sec, st in (("eval", s.eval), ("train", s.train)):
@@ -295,9 +300,12 @@ def _check_values(s: SizeSettings, fail: Any) -> None:
     for key, v, known in names:
         if v not in known:
             raise fail(key, f"unknown value {short(v)}; use one of {', '.join(known)}")
-    for r in s.train.report_to:
-        if r not in REPORT_TO:
-            raise fail("train.report_to", f"unknown logger {short(r)}{did_you_mean(str(r), REPORT_TO)}")
+    for key, loggers in (("train.report_to", s.train.report_to), ("sft.report_to", s.sft.report_to)):
+        for r in loggers:
+            if r not in REPORT_TO:
+                raise fail(key, f"unknown logger {short(r)}{did_you_mean(str(r), REPORT_TO)}")
+            if r not in TRACKERS:  # jobs write only inside their job dir: jobs/tracking.py sets up these
+                raise fail(key, f"logger {short(r)} is not set up by the jobs; use {', '.join(TRACKERS)}")
 
 
 def _get_path(obj: Any, dotted: str) -> Any:

@@ -112,11 +112,12 @@ def load_problems(spec: DatasetSpec) -> list[dict[str, Any]]:
     return out
 
 
-def build_prompt(tokenizer: Any, problem: str, *, suffix: str, enable_thinking: bool) -> str:
+def build_prompt(tokenizer: Any, problem: str, *, suffix: str, enable_thinking: bool, system: str | None = None) -> str:
     """The chat-template string of one single-turn problem (generation prompt appended).
 
     ``enable_thinking`` is Qwen3's switch (False inserts an empty thinking block); templates that
-    do not know it ignore the extra variable. A tokenizer without a chat template is an error.
+    do not know it ignore the extra variable. ``system`` adds a system turn first (LiveCodeBench's
+    generic message, scaling.codebench). A tokenizer without a chat template is an error.
     """
     if not getattr(tokenizer, "chat_template", None):
         raise JobError(
@@ -124,8 +125,11 @@ def build_prompt(tokenizer: Any, problem: str, *, suffix: str, enable_thinking: 
             "use a chat/instruct checkpoint or set one in its tokenizer_config.json"
         )
     content = f"{problem.rstrip()} {suffix.strip()}".strip() if suffix else problem
+    messages = [{"role": "user", "content": content}]
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
     return tokenizer.apply_chat_template(
-        [{"role": "user", "content": content}],
+        messages,
         tokenize=False,
         add_generation_prompt=True,
         enable_thinking=enable_thinking,

@@ -51,6 +51,7 @@ from .sampling import count_thinking_tokens, sample_seed, slice_budgets
 __all__ = ["main", "evaluate_benchmark", "load_run", "PROGRESS_DIR"]
 
 PROGRESS_DIR = ".progress"  # hidden: not part of the job's outputs (DONE's hash skips it)
+OVERLAP_GRADING: bool | str = "auto"  # code benchmarks: grade chunk i while chunk i+1 generates (see below)
 
 
 def load_run(run_yaml: str | Path) -> Any:
@@ -125,15 +126,11 @@ def evaluate_benchmark(
     else:
         tokenizer = generator.tokenizer
 
-    rows = load_problems(to_dataset_spec(spec, max_rows=settings.max_problems))
+    unsandboxed = _check_sandbox(spec, settings) if spec.grader == "code" else False  # before any generation
     problems: list[_Problem] = []
-    for r in rows:
-        pid = str(r["id"])
-        if spec.grader == "choice":
-            text, gold = format_choice_problem(r, spec, seed=run.seed, problem_id=pid)
-        else:
-            text, gold = r["problem"], gold_answer(r.get(spec.answer_column, r["answer"]), spec)
-        prompt = build_prompt(tokenizer, text, suffix=spec.prompt_suffix, enable_thinking=settings.enable_thinking)
+    for pid, text, system, gold in _problem_texts(run, spec, settings):
+        prompt = build_prompt(tokenizer, text, suffix="" if spec.grader == "code" else spec.prompt_suffix,
+                              enable_thinking=settings.enable_thinking, system=system)
         ids = tokenizer.encode(prompt, add_special_tokens=False)
         problems.append(_Problem(pid, prompt, ids, gold, sample_seed(run.seed, spec.name, pid)))
     if len({p.id for p in problems}) != len(problems):
@@ -161,18 +158,40 @@ def evaluate_benchmark(
     progress = out_dir / PROGRESS_DIR
     chunks = [problems[k : k + chunk_problems] for k in range(0, len(problems), chunk_problems)]
     _check_progress_plan(progress, [p.id for p in problems], chunk_problems, budgets, settings, run.seed)
-    ctx = _Context(run, spec, settings, budgets, protocol, generator, tokenizer)
+    ctx = _Context(run, spec, settings, budgets, protocol, generator, tokenizer, unsandboxed)
+    # code: chunk i is graded in a worker thread while chunk i+1 generates (at most one chunk in
+    # flight; grading runs sandboxed subprocesses, so a GPU engine is not blocked). Budget forcing
+    # generates while it grades, so it stays sequential. On CPU both compete for the same cores and
+    # the overlap is slower (perf/code_eval_overlap.py), so "auto" overlaps only with a GPU.
+    overlap = spec.grader == "code" and protocol == "truncation" and _overlap_grading()
+    pool = None
+    pending: tuple[int, Any] | None = None
     try:
         with _progress_bar(len(chunks), f"eval {run.run_id} {spec.name}") as advance:
+            if overlap:
+                from concurrent.futures import ThreadPoolExecutor
+
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grade")
             for idx, chunk in enumerate(chunks):
                 shard = progress / f"part-{idx:05d}.parquet"
                 if not shard.exists():
                     if ctx.generator is None:
                         ctx.generator = load_generator()
-                    records, texts = _evaluate_chunk(ctx, chunk)
-                    _write_shard(progress, idx, records, texts)
+                    if pool is not None:
+                        out = _generate_chunk(ctx, chunk)
+                        if pending is not None:
+                            _write_shard(progress, pending[0], *pending[1].result())
+                            advance()
+                        pending = (idx, pool.submit(_score_chunk, ctx, chunk, out))
+                        continue
+                    _write_shard(progress, idx, *_evaluate_chunk(ctx, chunk))
+                advance()
+            if pending is not None:
+                _write_shard(progress, pending[0], *pending[1].result())
                 advance()
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if own_generator and ctx.generator is not None:
             ctx.generator.close()
     info = _finalize(out_dir, progress, len(chunks))
@@ -184,6 +203,8 @@ def evaluate_benchmark(
         wall_s=round(time.monotonic() - t0, 3),
         model_path=str(model_path),
     )
+    if spec.grader == "code":
+        info.update(grader="code", unsandboxed=bool(unsandboxed), **_window_info(spec))
     mark_done(out_dir, info)
     shutil.rmtree(progress, ignore_errors=True)
     return info
@@ -198,32 +219,104 @@ class _Context:
     protocol: str
     generator: Any
     tokenizer: Any
+    unsandboxed: bool = False
+
+
+def _overlap_grading() -> bool:
+    """OVERLAP_GRADING: True, False, or "auto" (when CUDA is available)."""
+    if OVERLAP_GRADING != "auto":
+        return bool(OVERLAP_GRADING)
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def _problem_texts(run: Any, spec: Any, settings: Any) -> list[tuple[str, str, str | None, str]]:
+    """(id, user text, system text or None, gold) per problem of the benchmark."""
+    if spec.grader == "code":
+        from ..codebench import code_problems
+
+        return [(p.id, p.user, p.system, p.gold) for p in code_problems(spec, max_problems=settings.max_problems)]
+    out = []
+    for r in load_problems(to_dataset_spec(spec, max_rows=settings.max_problems)):
+        pid = str(r["id"])
+        if spec.grader == "choice":
+            text, gold = format_choice_problem(r, spec, seed=run.seed, problem_id=pid)
+        else:
+            text, gold = r["problem"], gold_answer(r.get(spec.answer_column, r["answer"]), spec)
+        out.append((pid, text, None, gold))
+    return out
+
+
+def _check_sandbox(spec: Any, settings: Any) -> bool:
+    """Refuse (one line) to run model code when the sandbox cannot start, unless the recipe says
+    ``eval.code.allow_unsandboxed: true``; returns True when the code will run unsandboxed."""
+    from ..sandbox import sandbox_problem  # lazily: only code benchmarks need it
+
+    why = sandbox_problem()
+    if why is None:
+        return False
+    if not settings.code.allow_unsandboxed:
+        raise JobError(f"benchmark {spec.name}: the code sandbox cannot start ({why}); install bubblewrap "
+                       "(docs/evaluation.md), or set eval.code.allow_unsandboxed: true to run model code unisolated")
+    print(f"evaluate: WARNING {spec.name}: running model code WITHOUT a sandbox ({why}); the report flags it",
+          file=sys.stderr)
+    return True
+
+
+def _window_info(spec: Any) -> dict[str, Any]:
+    return {k: getattr(spec, k) for k in ("release", "start_date", "end_date") if getattr(spec, k, None)}
+
+
+def _grade(ctx: _Context, responses: list[str], golds: list[str], *, think_end: str, require_think_end: bool) -> list:
+    """grade.grade_many (math, choice) or codegrade.grade_code_many (code: each gold's own per-test
+    limit, LCB's 6 s; ``os.cpu_count()`` sandboxed executions at a time)."""
+    if ctx.spec.grader == "code":
+        from ..codegrade import grade_code_many  # lazily: only code benchmarks need the sandbox
+
+        return grade_code_many(responses, golds, think_end=think_end, require_think_end=require_think_end,
+                               timeout_s=None, allow_unsandboxed=ctx.unsandboxed)
+    return grade_many(responses, golds, kind=ctx.spec.grader, timeout_s=ctx.settings.grade_timeout_s,
+                      think_end=think_end, require_think_end=require_think_end)
 
 
 def _evaluate_chunk(ctx: _Context, chunk: list[_Problem]) -> tuple[list[dict], list[dict]]:
     """Generate once at the largest budget, then derive every budget's rows."""
-    s, run, tok = ctx.settings, ctx.run, ctx.tokenizer
-    k = int(s.samples_per_problem)
-    think_end = run.model.think_end
-    think_end_id = _token_id(tok, think_end)
-    think_start_id = _token_id(tok, run.model.think_start)
-    require_end = bool(s.enable_thinking) and run.model.thinking != "none"
-    out = ctx.generator.generate(
+    return _score_chunk(ctx, chunk, _generate_chunk(ctx, chunk))
+
+
+def _generate_chunk(ctx: _Context, chunk: list[_Problem]) -> list:
+    """One generate call at the largest budget for the chunk's problems x samples."""
+    s = ctx.settings
+    return ctx.generator.generate(
         [p.prompt_ids for p in chunk],
-        n=k,
+        n=int(s.samples_per_problem),
         max_tokens=ctx.budgets[-1],
         temperature=s.temperature,
         top_p=s.top_p,
         top_k=s.top_k,
         seed=[p.seed for p in chunk],
     )
+
+
+def _score_chunk(ctx: _Context, chunk: list[_Problem], out: list) -> tuple[list[dict], list[dict]]:
+    """Grade a generated chunk and derive every budget's rows (safe in a worker thread unless the
+    protocol is budget forcing, which generates)."""
+    s, run, tok = ctx.settings, ctx.run, ctx.tokenizer
+    k = int(s.samples_per_problem)
+    think_end = run.model.think_end
+    think_end_id = _token_id(tok, think_end)
+    think_start_id = _token_id(tok, run.model.think_start)
+    require_end = bool(s.enable_thinking) and run.model.thinking != "none"
     # one grade per sample that finished (the same text for every budget it finished within)
     finished = [(i, j) for i, p in enumerate(chunk) for j in range(k) if out[i][j].finished]
-    grades = grade_many(
+    grades = _grade(
+        ctx,
         [out[i][j].text for i, j in finished],
         [chunk[i].gold for i, j in finished],
-        kind=ctx.spec.grader,
-        timeout_s=s.grade_timeout_s,
         think_end=think_end,
         require_think_end=require_end,
     )
@@ -310,14 +403,8 @@ def _force_answers(ctx: _Context, chunk: list[_Problem], out: list, think_end_id
     decode = lambda ids: tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)  # noqa: E731
     graded_texts = [decode(prefix + add) + c[0].text for (prefix, add), c in zip(heads, cont)]
     extras = [len(add) + len(c[0].token_ids) for (prefix, add), c in zip(heads, cont)]
-    grades = grade_many(
-        graded_texts,
-        [chunk[i].gold for i, _, _ in keys],
-        kind=ctx.spec.grader,
-        timeout_s=s.grade_timeout_s,
-        think_end=think_end,
-        require_think_end=require_end,
-    )
+    grades = _grade(ctx, graded_texts, [chunk[i].gold for i, _, _ in keys], think_end=think_end,
+                    require_think_end=require_end)
     return {key: (text, extra, g) for key, text, extra, g in zip(keys, graded_texts, extras, grades)}
 
 

@@ -4,7 +4,9 @@
 ``from_pretrained``. The rules (team contract):
 
 1. ``run.init_from`` set (e.g. ``"1m/sft"``) -> ``<study_dir>/1m/sft/model``; that directory must
-   exist (the plan orders jobs with ``afterok``, so a missing one is a broken study dir).
+   exist (the plan orders jobs with ``afterok``, so a missing one is a broken study dir). An eval
+   run of an intermediate step (``run.checkpoint = "step-N"``, scaling/schedule.py) loads
+   ``<study_dir>/<init_from>/checkpoints/checkpoint-N`` instead (model + tokenizer, as TRL saves it).
 2. ``run.model_source`` of the form ``tiny://<size>`` -> a tiny Qwen3 built from ``run.model``
    (the recipe's facts, not the built-in table) with random init seeded by ``TINY_INIT_SEED``
    (fixed, not ``run.seed``: every stage of a study must start from the same weights even if
@@ -26,6 +28,7 @@ from typing import Any
 
 from ..errors import JobError
 from ..records import RunSpec
+from ..schedule import step_of
 from ..studydir import study_ref
 from .tiny import build_model
 
@@ -72,6 +75,16 @@ def _check_offline_hub_id(source: str) -> None:
 def resolve_model(run: RunSpec, study_dir: str | Path) -> str:
     """The path or hub id a job passes to ``from_pretrained`` (see the module docstring)."""
     study = Path(study_dir)
+    step = step_of(run.checkpoint) if run.init_from else None
+    if step is not None:  # eval.checkpoints step-N: the train job's checkpoint, kept (schedule.py)
+        path = study / run.init_from / "checkpoints" / f"checkpoint-{step}"
+        if not (path / "config.json").is_file():
+            raise JobError(
+                f"{run.run_id}: checkpoint {run.checkpoint} needs {path} (a model saved at step {step}), which "
+                f"holds none; rerun {run.init_from} (`scaling resume {study_ref(study)}`) with this plan so it "
+                "keeps its scheduled checkpoints"
+            )
+        return str(path)
     if run.init_from:
         path = study / run.init_from / "model"
         if not (path / "config.json").is_file():

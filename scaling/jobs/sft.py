@@ -29,6 +29,7 @@ from .common import job_main, read_run, start_job
 from .data import build_prompt, load_problems
 from .models import resolve_model
 from .train_config import model_dtype, world_size
+from . import tracking
 from .trainer_hooks import newest_checkpoint, save_final_model, trainer_callbacks
 
 
@@ -103,7 +104,7 @@ def numerics_env(threads: int) -> dict[str, Any]:
     return out
 
 
-def make_sft_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str) -> Any:
+def make_sft_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str, track: Any = None) -> Any:
     """RunSpec -> TRL ``SFTConfig`` (global batch = sft.batch_size = per_device × accum × world)."""
     from trl import SFTConfig
 
@@ -116,6 +117,7 @@ def make_sft_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str) 
     cuda = device == "cuda"
     cap = 8 if cuda else CPU_MAX_PER_DEVICE  # rule: <= 8 sequences per device (CPU: 4, less padding)
     per_device = max(d for d in range(1, min(share, cap) + 1) if share % d == 0)
+    logs = track.config_kwargs() if track is not None else {"report_to": "none"}  # jobs/tracking.py
     return SFTConfig(
         output_dir=str(Path(out_dir) / "checkpoints"),
         seed=run.seed,
@@ -132,7 +134,7 @@ def make_sft_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str) 
         save_steps=200,
         save_total_limit=2,
         logging_steps=10,
-        report_to="none",
+        **logs,  # report_to, run_name, project
         bf16=sft_bf16(run, device),  # CPU: torch.autocast(bf16) with fp32 master weights
         use_cpu=not cuda,
         gradient_checkpointing=cuda,
@@ -160,9 +162,11 @@ def main(run_yaml: str) -> None:
     # fp32 master weights: SFT runs without DeepSpeed, bf16 only through autocast (train_config.model_dtype)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, model_dtype(run, device)))
     _, stop_cb = trainer_callbacks(run, job_dir)
+    track = tracking.setup(run, job_dir, run.sft.report_to)  # logs into job_dir/tracking/, one run id per job
+    track.export()
     trainer = SFTTrainer(
         model=model,
-        args=make_sft_config(run, job_dir, device),
+        args=make_sft_config(run, job_dir, device, track=track),
         train_dataset=sft_dataset(run, tokenizer),
         processing_class=tokenizer,
         callbacks=[stop_cb],

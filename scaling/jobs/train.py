@@ -42,6 +42,7 @@ from .common import job_main, read_run, start_job
 from .data import build_prompt, load_problems, repair_jsonl
 from .models import resolve_model, without_router_logits
 from .train_config import lora_config, make_grpo_config, model_dtype
+from . import tracking
 from .trainer_hooks import SIGNALS_JSONL, newest_checkpoint, save_final_model, trainer_callbacks, write_signals_parquet
 from .weight_sync import install_weight_sync_check
 
@@ -138,7 +139,9 @@ def main(run_yaml: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    config = make_grpo_config(run, job_dir, device)
+    track = tracking.setup(run, job_dir, t.report_to)  # logs into job_dir/tracking/, one run id per job
+    track.export()
+    config = make_grpo_config(run, job_dir, device, track=track)
     dtype = getattr(torch, model_dtype(run, device))  # fp32 master weights where no DeepSpeed stage keeps them
     # MoE: no router loss in GRPO (rollouts generate with this model; see without_router_logits)
     model = without_router_logits(AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype))

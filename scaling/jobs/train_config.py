@@ -15,6 +15,7 @@ from ..errors import JobError
 from ..plan import whole_groups_problem
 from ..rules import VLLM_IS_MODE
 from ..records import Finetune, RunSpec, VllmMode
+from ..schedule import scheduled_steps
 from .vllm_generate import vllm_cpu_build
 
 EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]  # fused MoE experts (transformers 5)
@@ -120,11 +121,12 @@ def batch_layout(run: RunSpec, world: int) -> tuple[int, int, int]:
     return per_device, share // per_device, (share // per_device) * s
 
 
-def make_grpo_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str) -> Any:
+def make_grpo_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str, track: Any = None) -> Any:
     """RunSpec -> TRL ``GRPOConfig``: every training knob the method sets, in one place.
 
     ``device`` is "cuda" or "cpu". Values not in the recipe are TRL's defaults, except the
-    labelled ones below.
+    labelled ones below. ``track`` (a ``jobs.tracking.Tracking``, from ``tracking.setup``)
+    gives report_to, run name and project; without it report_to is ``train.report_to`` as is.
     """
     from trl import GRPOConfig
 
@@ -142,6 +144,7 @@ def make_grpo_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str)
     mode = VllmMode(t.vllm_mode or VllmMode.none)
     use_vllm = mode is not VllmMode.none and (cuda or vllm_runs_on_cpu())
     report = [r for r in t.report_to if r and r != "none"]
+    logs = track.config_kwargs() if track is not None else {"report_to": report or "none"}
     return GRPOConfig(
         output_dir=str(Path(out_dir) / "checkpoints"),
         seed=run.seed,
@@ -174,9 +177,11 @@ def make_grpo_config(run: RunSpec, out_dir: str | os.PathLike[str], device: str)
         # --- checkpoints and logs
         save_strategy="steps",
         save_steps=t.save_steps,
-        save_total_limit=2,  # labelled default: resume needs the newest only; keep one spare
+        # labelled default: resume needs the newest only; keep one spare. An eval.checkpoints schedule
+        # (the plan then puts eval into the train run, scaling/schedule.py) keeps every checkpoint
+        save_total_limit=None if run.eval is not None and scheduled_steps(run.eval.checkpoints, t.max_steps) else 2,
         logging_steps=t.logging_steps,
-        report_to=report or "none",
+        **logs,  # report_to (+ run_name, project): jobs/tracking.py
         log_completions=False,
         disable_tqdm=not sys.stderr.isatty(),
         # --- device

@@ -42,6 +42,8 @@ from .results import (
     EvalRecord,
     JobSpec,
     PhaseSplit,
+    StepChoice,
+    StepPoint,
     Plan,
     SizePoint,
     TrainSignal,
@@ -67,6 +69,7 @@ from .settings import (
     SizeFile,
     SizeSettings,
     StageResources,
+    StepSelection,
     StudySettings,
     TrainSettings,
 )
@@ -78,5 +81,6 @@ __all__ = [
     "Resources", "ClusterProfile", "RunSpec", "StageResources", "ResourceSettings", "SizeSettings", "StudySettings",
     "RecipeFile", "SizeFile", "DEFAULT_PROFILE",
     "Estimates", "DerivedSettings", "JobSpec", "Plan", "EvalRecord", "TrainSignal", "BudgetMetric", "SizePoint", "TrendFit", "PhaseSplit", "Alert",
+    "StepPoint", "StepChoice", "StepSelection",
     "arrow_schema", "to_table", "check_schema", "check_column_types", "from_dict", "to_dict",
 ]

@@ -239,6 +239,46 @@ class Alert:
     checkpoint: str = ""
 
 
+# ------------------------------------------------------- evaluation along training (issue 26)
+@dataclass(frozen=True, kw_only=True)
+class StepPoint:
+    """One point of a size's along-training curve: a checkpoint (step-N or trained) on one
+    benchmark at one budget, with the bootstrap intervals of the rest of the report."""
+
+    size: str
+    checkpoint: str  # step-N | trained
+    step: int  # N; trained = train.max_steps
+    benchmark: str
+    budget_tokens: int
+    held_out: bool  # the eval.select_step benchmark (never a reported test benchmark)
+    accuracy: float
+    accuracy_lo: float
+    accuracy_hi: float
+    tokens_mean: float
+    tokens_mean_lo: float
+    tokens_mean_hi: float
+    value: float = float("nan")  # the selection metric (held-out points only)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepChoice:
+    """The step eval.select_step chose for one size, and its optimism on one test benchmark:
+    selected minus final accuracy at the budget, paired bootstrap interval (0 when final is chosen)."""
+
+    size: str
+    selected: str  # step-N | trained
+    selected_step: int
+    final_step: int
+    select_benchmark: str
+    metric: str
+    select_budget: int
+    benchmark: str  # the test benchmark the optimism is measured on
+    budget_tokens: int
+    optimism: float
+    optimism_lo: float
+    optimism_hi: float
+
+
 # ------------------------------------------------------------------- bulk <-> Parquet
 _ARROW_TYPES = {"str": "string", "int": "int64", "bool": "bool", "float": "float64"}
 

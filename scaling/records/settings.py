@@ -188,6 +188,23 @@ class SftSettings:
     batch_size: int = 16
     max_length: int = 4096
     max_steps: int = -1
+    report_to: list[str] = field(default_factory=list)  # trackio | tensorboard | wandb (jobs/tracking.py)
+
+
+@dataclass(kw_only=True)
+class StepSelection:
+    """eval.select_step: pick a training step per size on a held-out benchmark (scaling/schedule.py)."""
+
+    benchmark: str = ""  # held out: not one of eval.benchmarks
+    metric: str = "accuracy"  # accuracy | pass_at_k | accuracy_per_1k_tokens (higher is better)
+    budget: int | None = None  # one of eval.budgets; None = the largest
+
+
+@dataclass(kw_only=True)
+class CodeEvalSettings:
+    """eval.code: how a ``grader: code`` benchmark's programs run (scaling/codegrade.py, docs/evaluation.md)."""
+
+    allow_unsandboxed: bool = False  # run model code without bubblewrap when it cannot start (the report flags it)
 
 
 @dataclass(kw_only=True)
@@ -207,12 +224,14 @@ class EvalSettings:
     min_thinking_tokens: int = 0  # s1: below this, replace </think> with "Wait"
     max_waits: int = 2
     max_thinking_tokens: int | None = None  # s1: force </think> here
-    checkpoints: list[str] = field(default_factory=lambda: ["base", "trained"])
+    checkpoints: list[str] = field(default_factory=lambda: ["base", "trained"])  # + step-N, 'every N' (schedule.py)
+    select_step: StepSelection | None = None  # issue 26: choose a step on a held-out benchmark
     max_problems: int | None = None
     backend: Backend = Backend.auto
     grade_timeout_s: float = 5.0
     batch_size: int = 64  # prompts per generate() call (transformers backend)
     chunk_requests: int = 1024  # (problem x sample) requests per resumable chunk of an eval job
+    code: CodeEvalSettings = field(default_factory=CodeEvalSettings)  # issue 24: code benchmarks
 
 
 @dataclass(kw_only=True)

@@ -192,3 +192,60 @@ def test_report_of_the_launched_study_renders_in_headless_chromium(quick_study: 
     page = quick_study / "report" / "report.html"
     _assert_self_contained(page)
     assert _check_in_chromium(page, tmp_path).parent == tmp_path
+
+
+# The code task's grade words (scaling/codegrade.py): every record carries one of them, and none
+# says the sandbox or the gold failed (those are infrastructure errors, not a model's failure).
+CODE_GRADES = {"ok", "failed_test", "runtime_error", "timeout", "memory", "output_limit", "no_answer", "truncated"}
+
+
+def test_the_cross_domain_code_task_is_graded_and_reported_per_size(quick_study: Path, repo_root: Path):
+    """Issue 24: the ladder trains on math only and evaluates the tiny code task before and after
+    GRPO; every record is graded (a response cut at B is truncated and incorrect), and the report
+    has the code task's table with a length change and its interval for every size."""
+    import re
+
+    import pyarrow.parquet as pq
+
+    sizes = _sizes(repo_root)
+    for size in sizes:
+        for ckpt in ("base", "trained"):
+            d = quick_study / size / f"eval-{ckpt}" / "tiny_code"
+            import json
+
+            done = json.loads((d / "DONE").read_text())
+            assert done["grader"] == "code" and done["unsandboxed"] is False, done
+            t = pq.read_table(d / "records.parquet").to_pydict()
+            assert set(t["grade"]) <= CODE_GRADES, set(t["grade"])
+            for finished, correct, grade in zip(t["finished"], t["correct"], t["grade"]):
+                assert finished or (grade == "truncated" and not correct)
+                assert not correct or grade == "ok"
+    text = (quick_study / "report" / "report.md").read_text()
+    section = text.split("### tiny_code at 256 tokens", 1)[1].split("\n\n", 2)[1]
+    for size in sizes:
+        label = {"0_1m": "0.1M", "0_3m": "0.3M", "1m": "1M"}[size]
+        row = next((ln for ln in section.splitlines() if ln.startswith(f"| {label} |")), None)
+        assert row is not None, section
+        assert re.search(r"[−+-]?\d+\.\d% \[[−+-]?\d+\.\d, [−+-]?\d+\.\d\]", row), row  # length change [interval]
+
+
+def test_the_report_shows_the_along_training_curves_and_the_selected_step(quick_study: Path, repo_root: Path):
+    """Issue 26 item 3: step 4 of 8 is evaluated from its own checkpoint, a step is selected per
+    size on the held-out tiny_arith_val, the report shows the curves and the selection's optimism,
+    and the held-out benchmark appears in no other section."""
+    import json
+
+    sizes = _sizes(repo_root)
+    for size in sizes:
+        for bench in ("tiny_arith", "tiny_code", "tiny_arith_val"):
+            done = json.loads((quick_study / size / "eval-step-4" / bench / "DONE").read_text())
+            assert done["model_path"].endswith("train/checkpoints/checkpoint-4"), done["model_path"]
+        assert (quick_study / size / "train" / "checkpoints" / "checkpoint-4").is_dir()
+    text = (quick_study / "report" / "report.md").read_text()
+    along, rest = text.split("## Along training", 1)[1], text.split("## Along training", 1)[0]
+    along, after = along.split("\n## ", 1) if "\n## " in along else (along, "")
+    assert along.count("◀ selected") == len(sizes), along
+    for bench in ("tiny_arith", "tiny_code"):
+        assert along.count(f"selected on tiny_arith_val (accuracy @ 256); optimism on {bench} @ 256") == len(sizes), along
+    assert "tiny_arith_val" not in rest + after
+    assert (quick_study / "report" / "figures" / f"along_training_{STUDY}.png").is_file()

@@ -69,7 +69,7 @@ def test_a_generated_task_uri_is_a_benchmark_with_a_safe_name():
     "text, key",
     [
         ("source: a/b\nproblem_colum: q\n", "problem_colum"),
-        ("source: a/b\ngrader: code\n", "grader"),
+        ("source: a/b\ngrader: python\n", "grader"),
         ("split: test\n", "source"),
         ("source: a/b\ngrader: choice\ncorrect_column: c\n", "correct_column"),
     ],
